@@ -1,0 +1,72 @@
+"""Defaults shared by every recipe. A recipe's get_config() starts from here.
+
+Durations come in two units: `X_epochs` (float) or `X_steps` (int); a
+non-negative `X_steps` wins over `X_epochs`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # Model.
+  config.model = 'resnet50'
+  config.num_classes = -1  # -1: the dataset's class count.
+  config.half_precision = False  # bf16 compute, float32 parameters.
+  config.model_kwargs = ml_collections.ConfigDict()  # Extra model fields.
+
+  # Data.
+  config.dataset = 'imagenet2012'
+  config.data_dir = config_dict.placeholder(str)  # Local path or gs://.
+  config.download = False  # Let tfds download a missing dataset.
+  config.image_size = 224
+  config.train_crop = 'random_resized'  # Or 'pad_and_crop', 'resize'.
+  config.crop_padding = 4  # For 'pad_and_crop'.
+  config.random_flip = True
+  config.interpolation = 'bilinear'
+  config.eval_crop_fraction = 0.875
+  config.augment = 'none'  # Or 'randaugment', 'autoaugment'.
+  config.randaugment_num_layers = 2
+  config.randaugment_magnitude = 10.0
+  config.shuffle_buffer = 16_384
+
+  # Durations.
+  config.batch_size = 1024  # Global, over all devices and processes.
+  config.eval_batch_size = 1024
+  config.num_epochs = 90.0
+  config.num_steps = -1
+  config.warmup_epochs = 5.0
+  config.warmup_steps = -1
+  config.log_every_steps = 100
+  config.eval_every_epochs = 1.0
+  config.eval_every_steps = -1
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+
+  # Optimisation.
+  config.optimizer = 'sgd'  # Or 'rmsprop' (TF-style), 'adamw'.
+  config.learning_rate = 0.1  # Per `lr_batch_size` images.
+  config.lr_batch_size = 256  # Scale lr linearly with batch_size; 0: don't.
+  config.momentum = 0.9
+  config.nesterov = True
+  config.rmsprop_decay = 0.9
+  config.rmsprop_epsilon = 1e-3
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.999
+  config.schedule = 'cosine'  # Or 'exponential', 'multistep', 'constant'.
+  config.lr_decay_rate = 0.1  # 'exponential' and 'multistep' factor.
+  config.lr_decay_epochs = 2.4  # 'exponential' (staircase) period.
+  config.lr_boundaries_epochs = (30.0, 60.0, 80.0)  # 'multistep'.
+  config.weight_decay = 1e-4  # Never on BatchNorm parameters or biases.
+  config.weight_decay_mode = 'l2'  # In the loss; or 'decoupled'.
+  config.label_smoothing = 0.1
+  config.grad_clip_norm = 0.0  # 0: no clipping.
+  config.ema_decay = 0.0  # 0: no EMA; else EMA weights are also evaluated.
+
+  # Run.
+  config.seed = 0
+  config.init_from = config_dict.placeholder(str)  # Checkpoint to start from.
+  config.progress_bar = True
+  return config

@@ -1,0 +1,7 @@
+"""EfficientNet-B6, official TPU recipe (see configs/efficientnet.py)."""
+
+from configs import efficientnet
+
+
+def get_config():
+  return efficientnet.get_config('b6')

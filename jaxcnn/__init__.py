@@ -1,0 +1,1 @@
+"""jaxcnn: classic CNN image models and their training stack in JAX."""

@@ -1,0 +1,94 @@
+"""The datasets train.py knows, and loading their tfds builders with clear errors."""
+
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxcnn.data import digits as _digits  # noqa: F401  Registers `digits`.
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What the input pipeline needs to know about a dataset."""
+  tfds_name: str
+  train_split: str
+  eval_split: str
+  num_classes: int
+  channels: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  prepare_hint: str = ''
+
+
+_DOWNLOADABLE = ('Prepare it once on a machine with internet access: '
+                 '`tfds build {name} --data_dir=DIR`, then pass '
+                 '--config.data_dir=DIR (or set --config.download=True to '
+                 'download it now).')
+
+DATASETS: dict[str, DatasetSpec] = {
+    'imagenet2012': DatasetSpec(
+        'imagenet2012', 'train', 'validation', 1000, 3, IMAGENET_MEAN,
+        IMAGENET_STD,
+        prepare_hint=(
+            'ImageNet cannot be downloaded automatically: download '
+            'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
+            'image-net.org into DIR/downloads/manual/, run `tfds build '
+            'imagenet2012 --data_dir=DIR`, then pass --config.data_dir=DIR.')),
+    'imagenette': DatasetSpec(
+        'imagenette', 'train', 'validation', 10, 3, IMAGENET_MEAN,
+        IMAGENET_STD),
+    'cifar10': DatasetSpec(
+        'cifar10', 'train', 'test', 10, 3, (125.3, 123.0, 113.9),
+        (63.0, 62.1, 66.7)),
+    'cifar100': DatasetSpec(
+        'cifar100', 'train', 'test', 100, 3, (129.3, 124.1, 112.4),
+        (68.2, 65.4, 70.4)),
+    'mnist': DatasetSpec('mnist', 'train', 'test', 10, 1, (33.3,), (78.6,)),
+    'fashion_mnist': DatasetSpec(
+        'fashion_mnist', 'train', 'test', 10, 1, (72.9,), (90.0,)),
+    'digits': DatasetSpec(
+        'digits', 'train', 'test', 10, 1, (78.0,), (106.0,),
+        prepare_hint='It is prepared automatically from scikit-learn.'),
+}
+
+# Datasets whose builder generates its data offline; prepared on first use.
+EMBEDDED = frozenset({'digits'})
+
+
+class DatasetNotPreparedError(RuntimeError):
+  """The dataset's files are not in the data dir."""
+
+
+def get_spec(name: str) -> DatasetSpec:
+  if name not in DATASETS:
+    raise ValueError(f'Unknown dataset {name!r}. Known datasets: '
+                     f'{", ".join(sorted(DATASETS))}.')
+  return DATASETS[name]
+
+
+def load_builder(name: str, data_dir: str | None,
+                 download: bool = False) -> tfds.core.DatasetBuilder:
+  """Returns the builder of a prepared dataset, preparing embedded ones.
+
+  Raises DatasetNotPreparedError, saying how to prepare it, when the data is
+  not in `data_dir`.
+  """
+  spec = get_spec(name)
+  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  if name in EMBEDDED or download:
+    builder.download_and_prepare()
+  try:
+    builder.as_dataset(split=spec.train_split)
+  except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
+    where = data_dir or tfds.core.constants.DATA_DIR
+    hint = spec.prepare_hint or _DOWNLOADABLE.format(name=spec.tfds_name)
+    raise DatasetNotPreparedError(
+        f'Dataset {name!r} is not prepared in {where}. {hint} To train on '
+        'another dataset pass --config.dataset=NAME (e.g. '
+        '--config.dataset=digits --config.image_size=64 for a smoke run, '
+        'which needs no download).') from e
+  return builder

@@ -1,0 +1,196 @@
+"""Train and eval input pipelines: per-process shards of a tfds dataset.
+
+Train is an endless stream of per-epoch seeded shuffles. An example's
+augmentation seed is derived from its position in that stream, so the batch
+at step N is a pure function of (config, N): a resumed run skips the examples
+it has seen (before decoding them) and continues with identical batches.
+Eval visits every example exactly once, padding the last batch with
+`mask == 0` examples.
+"""
+
+import dataclasses
+import math
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxcnn.data import datasets
+from jaxcnn.data import preprocess
+
+TRAIN_CROPS = ('random_resized', 'pad_and_crop', 'resize')
+AUGMENTS = ('none', 'randaugment', 'autoaugment')
+Batch = dict[str, np.ndarray]
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
+  if builder.info.splits:
+    return builder.info.splits[split].num_examples
+  # Mocked datasets (tfds.testing.mock_data) have no split metadata.
+  return int(builder.as_dataset(split=split).cardinality())
+
+
+def _local_batch(global_batch: int, process_count: int, what: str) -> int:
+  if global_batch % process_count:
+    raise ValueError(f'{what} ({global_batch}) must be divisible by the number'
+                     f' of processes ({process_count}).')
+  return global_batch // process_count
+
+
+def _check_choice(value: str, choices: tuple[str, ...], field: str) -> None:
+  if value not in choices:
+    raise ValueError(f'--config.{field}={value!r} is not one of '
+                     f'{", ".join(choices)}.')
+
+
+@dataclasses.dataclass
+class InputPipeline:
+  """The datasets of one run, as seen by the current process."""
+  config: ml_collections.ConfigDict
+  spec: datasets.DatasetSpec
+  builder: tfds.core.DatasetBuilder
+  model_channels: int
+  process_index: int
+  process_count: int
+
+  def __post_init__(self):
+    config = self.config
+    _check_choice(config.train_crop, TRAIN_CROPS, 'train_crop')
+    _check_choice(config.augment, AUGMENTS, 'augment')
+    preprocess.check_interpolation(config.interpolation)
+    self.train_split = tfds.split_for_jax_process(
+        self.spec.train_split, process_index=self.process_index,
+        process_count=self.process_count)
+    self.eval_split = tfds.split_for_jax_process(
+        self.spec.eval_split, process_index=self.process_index,
+        process_count=self.process_count)
+    self.local_train_examples = _num_examples(self.builder, self.train_split)
+    self.local_eval_examples = _num_examples(self.builder, self.eval_split)
+    self.train_examples = self.local_train_examples * self.process_count
+    self.local_batch = _local_batch(config.batch_size, self.process_count,
+                                    '--config.batch_size')
+    self.local_eval_batch = _local_batch(config.eval_batch_size,
+                                         self.process_count,
+                                         '--config.eval_batch_size')
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return max(1, self.local_train_examples // self.local_batch)
+
+  @property
+  def eval_steps(self) -> int:
+    # Every process runs the same number of steps; splits differ by <= 1.
+    max_local = math.ceil(
+        _num_examples(self.builder, self.spec.eval_split) / self.process_count
+    ) if self.builder.info.splits else self.local_eval_examples
+    return math.ceil(max_local / self.local_eval_batch)
+
+  def _read(self, split) -> tf.data.Dataset:
+    return self.builder.as_dataset(
+        split=split, decoders={'image': tfds.decode.SkipDecoding()},
+        shuffle_files=False)
+
+  def _normalize(self, image: tf.Tensor) -> tf.Tensor:
+    return preprocess.normalize(image, self.spec.mean, self.spec.std,
+                                self.model_channels)
+
+  def _decode_resized(self, encoded: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=self.spec.channels,
+                               expand_animations=False)
+    size = self.config.image_size
+    image = tf.image.resize(tf.cast(image, tf.float32), [size, size],
+                            method=self.config.interpolation)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+  def _augment(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    from jaxcnn.data import augment  # Only pipelines that augment need it.
+    image = tf.cast(tf.round(image), tf.uint8)
+    if self.config.augment == 'randaugment':
+      image = augment.randaugment(
+          image, seed, num_layers=self.config.randaugment_num_layers,
+          magnitude=self.config.randaugment_magnitude)
+    else:
+      image = augment.autoaugment(image, seed)
+    return tf.cast(image, tf.float32)
+
+  def _train_example(self, seed: tf.Tensor, example: dict) -> dict:
+    config = self.config
+    crop_seed, flip_seed, augment_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 3))
+    if config.train_crop == 'random_resized':
+      image = preprocess.random_resized_crop(
+          example['image'], crop_seed, size=config.image_size,
+          channels=self.spec.channels, method=config.interpolation)
+    else:
+      image = self._decode_resized(example['image'])
+      if config.train_crop == 'pad_and_crop':
+        image = preprocess.pad_and_random_crop(image, crop_seed,
+                                               padding=config.crop_padding)
+    if config.random_flip:
+      image = preprocess.random_flip(image, flip_seed)
+    if config.augment != 'none':
+      image = self._augment(image, augment_seed)
+    return {'image': self._normalize(image),
+            'label': tf.cast(example['label'], tf.int32)}
+
+  def _eval_example(self, example: dict) -> dict:
+    image = preprocess.center_crop(
+        example['image'], size=self.config.image_size,
+        channels=self.spec.channels, method=self.config.interpolation,
+        crop_fraction=self.config.eval_crop_fraction)
+    return {'image': self._normalize(image),
+            'label': tf.cast(example['label'], tf.int32),
+            'mask': tf.constant(1.0)}
+
+  def train_dataset(self, start_step: int = 0) -> tf.data.Dataset:
+    """Batches from global step `start_step` on, forever."""
+    examples = self.local_train_examples
+    base_seed = self.config.seed * 65_536 + self.process_index
+    buffer = min(examples, self.config.shuffle_buffer)
+    raw = self._read(self.train_split)
+
+    def epoch(index):
+      shuffled = raw.shuffle(buffer, seed=base_seed * 1_000_003 + index,
+                             reshuffle_each_iteration=False)
+      positions = tf.data.Dataset.range(index * examples, (index + 1) * examples)
+      seeds = positions.map(lambda p: tf.stack([tf.constant(base_seed, tf.int64),
+                                                p]))
+      return tf.data.Dataset.zip(seeds, shuffled)
+
+    first = start_step * self.local_batch
+    ds = tf.data.Dataset.range(first // examples, 2**62).flat_map(epoch)
+    ds = ds.skip(first % examples)
+    ds = ds.map(self._train_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(self.local_batch, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def eval_dataset(self) -> tf.data.Dataset:
+    """Every eval example once, in `eval_steps` batches padded with mask 0."""
+    ds = self._read(self.eval_split).map(
+        self._eval_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.concatenate(self._padding(ds).repeat())
+    ds = ds.take(self.eval_steps * self.local_eval_batch)
+    return ds.batch(self.local_eval_batch).prefetch(tf.data.AUTOTUNE)
+
+  @staticmethod
+  def _padding(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensors(tf.nest.map_structure(
+        lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec))
+
+  def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
+    return self.train_dataset(start_step).as_numpy_iterator()
+
+  def eval_batches(self) -> Iterator[Batch]:
+    return self.eval_dataset().as_numpy_iterator()
+
+
+def create(config: ml_collections.ConfigDict, model_channels: int, *,
+           process_index: int = 0, process_count: int = 1) -> InputPipeline:
+  """Loads (preparing embedded datasets) and describes the run's data."""
+  spec = datasets.get_spec(config.dataset)
+  builder = datasets.load_builder(config.dataset, config.data_dir,
+                                  download=config.download)
+  return InputPipeline(config, spec, builder, model_channels, process_index,
+                       process_count)

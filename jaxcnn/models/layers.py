@@ -1,0 +1,104 @@
+"""Building blocks shared by the model families (NHWC throughout)."""
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+# torchvision/timm-style initialisers, so from-scratch training matches the
+# reference recipes.
+kaiming_normal_fan_out = jax.nn.initializers.variance_scaling(
+    2.0, 'fan_out', 'normal')
+kaiming_uniform_fan_in = jax.nn.initializers.variance_scaling(
+    1.0 / 3.0, 'fan_in', 'uniform')  # torch's default conv/linear init.
+
+# torch BatchNorm2d defaults: momentum 0.1 (Flax decay 0.9), eps 1e-5.
+TORCH_BN_MOMENTUM = 0.9
+TORCH_BN_EPSILON = 1e-5
+
+
+def check_images(images: jax.Array, channels: int, model: str,
+                 size: Sequence[int] | None = None) -> None:
+  """Raises a ValueError unless `images` is [batch, height, width, channels].
+
+  `size`, when given, is the only (height, width) the model accepts.
+  """
+  shape = tuple(images.shape)
+  hw = f'{size[0]}, {size[1]}' if size else 'height, width'
+  expected = f'[batch, {hw}, {channels}]'
+  if (len(shape) != 4 or shape[-1] != channels or
+      (size is not None and tuple(shape[1:3]) != tuple(size))):
+    raise ValueError(
+        f'{model} expects images of shape {expected} (NHWC), got {shape}.')
+
+
+def symmetric_padding(kernel_size: int, dilation: int = 1) -> tuple:
+  """torch-style `padding=(k-1)//2` on both sides of both spatial dims."""
+  pad = dilation * (kernel_size - 1) // 2
+  return ((pad, pad), (pad, pad))
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
+             ceil_mode: bool = False) -> jax.Array:
+  """torch `MaxPool2d`: -inf padding, optional ceil-mode output size."""
+  pads = []
+  for size in x.shape[1:3]:
+    high = padding
+    if ceil_mode:
+      out = math.ceil((size + 2 * padding - window) / stride) + 1
+      # torch drops a last window that would start in the right padding.
+      if (out - 1) * stride >= size + padding:
+        out -= 1
+      high = (out - 1) * stride + window - size - padding
+    pads.append((padding, max(high, padding)))
+  return jax.lax.reduce_window(
+      x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
+      ((0, 0), *pads, (0, 0)))
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int]) -> jax.Array:
+  """torch `AdaptiveAvgPool2d`: bin i spans [floor(i*n/o), ceil((i+1)*n/o))."""
+  height, width = x.shape[1:3]
+  out_h, out_w = output_size
+  if height % out_h == 0 and width % out_w == 0:
+    n, _, _, c = x.shape
+    x = x.reshape(n, out_h, height // out_h, out_w, width // out_w, c)
+    return x.mean(axis=(2, 4))
+
+  def bins(size, out):
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+  rows = [
+      jnp.stack([x[:, h0:h1, w0:w1].mean(axis=(1, 2))
+                 for w0, w1 in bins(width, out_w)], axis=1)
+      for h0, h1 in bins(height, out_h)
+  ]
+  return jnp.stack(rows, axis=1)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """Mean over the spatial dims, computed in at least float32."""
+  return jnp.mean(x, axis=(1, 2), dtype=jnp.promote_types(x.dtype, jnp.float32)
+                  ).astype(x.dtype)
+
+
+def torch_bias_init(fan_in: int) -> jax.nn.initializers.Initializer:
+  """torch's default conv/linear bias init, U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """Stochastic depth: zeroes each sample with probability `rate`.
+
+  Survivors are scaled by 1 / (1 - rate), so the expectation is unchanged.
+  Call it only in training, on a residual branch before the addition.
+  """
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))

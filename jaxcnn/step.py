@@ -1,0 +1,82 @@
+"""Pure train and eval steps; `trainer` jits them over the device mesh."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcnn import optim
+from jaxcnn.state import TrainState
+
+Metrics = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy in float32."""
+  logits = logits.astype(jnp.float32)
+  targets = jax.nn.one_hot(labels, logits.shape[-1])
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def l2_penalty(params: Any) -> jax.Array:
+  """sum(w^2)/2 over decayed weights: torch's weight_decay, TF's l2_loss."""
+  masked = jax.tree.leaves(jax.tree.map(
+      lambda p, m: jnp.sum(jnp.square(p)) if m else 0.0, params,
+      optim.decay_mask(params)))
+  return 0.5 * sum(masked)
+
+
+def _ema_update(ema: Any, new: Any, decay: jax.Array) -> Any:
+  return jax.tree.map(lambda e, n: decay * e + (1.0 - decay) * n, ema, new)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+               rng: jax.Array, learning_rate_fn: optax.Schedule,
+               label_smoothing: float, l2_weight: float,
+               ema_decay: float) -> tuple[TrainState, Metrics]:
+  """One optimizer update on a (globally sharded) batch."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
+    total = loss + l2_weight * l2_penalty(params) if l2_weight else loss
+    return total, (loss, logits, updates.get('batch_stats', {}))
+
+  grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
+      state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema is not None:
+    # TF's ExponentialMovingAverage(num_updates=step): a short initial memory.
+    decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    new_state = new_state.replace(ema=_ema_update(
+        state.ema, new_state.variables(), decay))
+  metrics = {
+      'loss': loss,
+      'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'learning_rate': learning_rate_fn(state.step),
+      'grad_norm': optax.global_norm(grads),
+  }
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array],
+              use_ema: bool = False) -> Metrics:
+  """Mask-weighted sums over a padded eval batch (divide by `count`)."""
+  logits = state.apply_fn(state.variables(use_ema), batch['image'],
+                          train=False).astype(jnp.float32)
+  mask = batch['mask']
+  labels = batch['label']
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  return {
+      'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+      'accuracy': jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+      'top5': jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+      'count': jnp.sum(mask),
+  }

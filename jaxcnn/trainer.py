@@ -1,0 +1,227 @@
+"""train_and_evaluate: the whole run behind train.py."""
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcnn import checkpoint
+from jaxcnn import metrics as metrics_lib
+from jaxcnn import models
+from jaxcnn import optim
+from jaxcnn import sharding
+from jaxcnn import state as state_lib
+from jaxcnn import step as step_lib
+from jaxcnn.data import datasets
+from jaxcnn.data import pipeline
+
+CONFIG_FILE = 'config.json'
+# Fields that do not change what a run computes: a resumed run may differ.
+_COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir'})
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run with another config."""
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  return models.create(config.model, num_classes=num_classes, dtype=dtype,
+                       **config.model_kwargs.to_dict())
+
+
+def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
+  """Writes config.json, or refuses a workdir holding another run's config."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    differs = sorted(k for k in set(saved) | set(current)
+                     if k not in _COSMETIC_FIELDS and
+                     saved.get(k) != current.get(k))
+    if differs:
+      changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}'
+                          for k in differs)
+      raise ConfigMismatchError(
+          f'{workdir} holds a run with a different config ({changes}). '
+          'Resume it with the same config, or pass a new --workdir to start '
+          'a fresh run.')
+  if jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(current, f, indent=2, sort_keys=True)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+  if not (enabled and jax.process_index() == 0 and sys.stderr.isatty()):
+    return None
+  from tqdm import auto as tqdm
+  return tqdm.tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True)
+
+
+def _fetch(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+  return [{k: float(v) for k, v in r.items()} for r in jax.device_get(records)]
+
+
+def _mean(records: list[dict[str, Any]]) -> dict[str, float]:
+  records = _fetch(records)
+  return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
+
+
+def evaluate(eval_fn, state, data: pipeline.InputPipeline,
+             batch_sharding, use_ema: bool) -> dict[str, float]:
+  """Loss, top-1 and top-5 accuracy over every eval example exactly once."""
+  totals = None
+  for batch in data.eval_batches():
+    sums = eval_fn(state, sharding.global_batch(batch, batch_sharding),
+                   use_ema)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = totals.pop('count')
+  return {k: float(v / count) for k, v in totals.items()}
+
+
+def _initial_variables(config, model, mesh, init_rng):
+  image_shape = (config.image_size, config.image_size, model.in_channels)
+  init = functools.partial(state_lib.initial_variables, model,
+                           image_shape=image_shape)
+  variables = jax.jit(init, out_shardings=sharding.replicated(mesh))(init_rng)
+  if config.init_from:
+    pretrained, meta = checkpoint.load_variables(config.init_from)
+    logging.info('Initialising from %s (%s).', config.init_from,
+                 meta.get('model', 'unknown model'))
+    variables = jax.device_put(
+        checkpoint.merge_pretrained(jax.device_get(variables), pretrained),
+        sharding.replicated(mesh))
+  return variables
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming its latest checkpoint if any.
+
+  Returns the final evaluation metrics (also the last metrics.jsonl record).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  _check_workdir_config(workdir, config)
+  num_classes = (datasets.get_spec(config.dataset).num_classes
+                 if config.num_classes < 0 else config.num_classes)
+  model = build_model(config, num_classes)
+  data = pipeline.create(config, model.in_channels,
+                         process_index=jax.process_index(),
+                         process_count=jax.process_count())
+  mesh = sharding.create_mesh()
+  if config.batch_size % mesh.size or config.eval_batch_size % mesh.size:
+    raise ValueError(
+        f'--config.batch_size ({config.batch_size}) and --config.eval_batch_'
+        f'size ({config.eval_batch_size}) must be divisible by the number of '
+        f'devices ({mesh.size}).')
+
+  steps_per_epoch = data.steps_per_epoch
+  total_steps = optim.to_steps(config, 'num', steps_per_epoch)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+  tx = optim.create_optimizer(config, schedule)
+  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+
+  def make_state(variables):
+    return state_lib.create(model, tx, variables, config.ema_decay > 0)
+
+  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                         config.keep_checkpoints)
+  start_step = checkpointer.latest_step()
+  image_shape = (config.image_size, config.image_size, model.in_channels)
+  abstract_state = jax.eval_shape(lambda: make_state(
+      state_lib.initial_variables(model, init_rng, image_shape)))
+  state_sharding = sharding.state_shardings(mesh, abstract_state)
+  restored_meta = {}
+  if start_step is None:
+    variables = _initial_variables(config, model, mesh, init_rng)
+    state = jax.jit(make_state, out_shardings=state_sharding)(variables)
+    start_step = 0
+  else:
+    logging.info('Resuming from the checkpoint at step %d.', start_step)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state, state_sharding)
+    state, restored_meta = checkpointer.restore(start_step, target)
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  l2_weight = config.weight_decay if config.weight_decay_mode == 'l2' else 0.0
+  train_step = jax.jit(
+      functools.partial(step_lib.train_step, rng=dropout_rng,
+                        learning_rate_fn=schedule,
+                        label_smoothing=config.label_smoothing,
+                        l2_weight=l2_weight, ema_decay=config.ema_decay),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, replicated), donate_argnums=0)
+  eval_fn = jax.jit(step_lib.eval_step, static_argnums=2,
+                    in_shardings=(state_sharding, batch_sharding),
+                    out_shardings=replicated)
+
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer.truncate_after(start_step)
+  eval_every = max(1, optim.to_steps(config, 'eval_every', steps_per_epoch))
+  meta = {'model': config.model, 'dataset': config.dataset,
+          'num_classes': num_classes}
+
+  def run_eval(step: int) -> dict[str, float]:
+    results = {f'eval/{k}': v for k, v in
+               evaluate(eval_fn, state, data, batch_sharding, False).items()}
+    if state.ema is not None:
+      results.update({f'eval_ema/{k}': v for k, v in evaluate(
+          eval_fn, state, data, batch_sharding, True).items()})
+    writer.write(step, results)
+    metrics_lib.log(step, total_steps, results)
+    return results
+
+  logging.info('%s on %s: %d steps (%d per epoch), global batch %d, %d '
+               'devices, %d processes.', config.model, config.dataset,
+               total_steps, steps_per_epoch, config.batch_size, mesh.size,
+               jax.process_count())
+  progress = _progress(total_steps, start_step, config.progress_bar)
+  batches = data.train_batches(start_step)
+  # Per-step train metrics not yet logged; checkpoints carry them, so that a
+  # resumed run logs the same averages as an uninterrupted one.
+  pending: list[dict[str, Any]] = (
+      restored_meta.get('pending_train_metrics', []) if start_step else [])
+  last_log = (time.perf_counter(), start_step)
+  results: dict[str, float] = {}
+  for step in range(start_step + 1, total_steps + 1):
+    batch = sharding.global_batch(next(batches), batch_sharding)
+    state, step_metrics = train_step(state, batch)
+    pending.append(step_metrics)
+    if progress is not None:
+      progress.update(1)
+    if step % config.log_every_steps == 0 or step == total_steps:
+      train_metrics = {f'train/{k}': v for k, v in _mean(pending).items()}
+      pending = []
+      now = time.perf_counter()
+      speed = {'train/images_per_sec': (step - last_log[1]) *
+               config.batch_size / (now - last_log[0])}
+      last_log = (now, step)
+      writer.write(step, train_metrics, wall_clock=speed)
+      metrics_lib.log(step, total_steps, {**train_metrics, **speed})
+    if step % config.checkpoint_every_steps == 0 or step == total_steps:
+      pending = _fetch(pending)
+      # A copy: the async save serialises it while the loop appends.
+      checkpointer.save(step, state, {**meta, 'step': step,
+                                      'pending_train_metrics': list(pending)})
+    if step % eval_every == 0 or step == total_steps:
+      results = run_eval(step)
+  if progress is not None:
+    progress.close()
+  if start_step == total_steps:
+    results = run_eval(total_steps)
+  checkpointer.wait()
+  checkpointer.close()
+  writer.close()
+  return results

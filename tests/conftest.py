@@ -1,0 +1,32 @@
+"""Fixtures shared by the tests: a prepared `digits` dataset and small configs."""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+
+from configs import quickstart  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory) -> str:
+  """A tfds data dir with `digits` prepared once for the whole session."""
+  import tensorflow as tf
+  from jaxcnn.data import datasets
+  tf.config.set_visible_devices([], 'GPU')
+  path = str(tmp_path_factory.mktemp('tensorflow_datasets'))
+  datasets.load_builder('digits', path)
+  return path
+
+
+@pytest.fixture
+def digits_config(data_dir):
+  """The quickstart recipe shrunk to a few seconds of training."""
+  config = quickstart.get_config()
+  config.data_dir = data_dir
+  config.num_epochs = 1.0
+  config.warmup_epochs = 0.0
+  config.log_every_steps = 5
+  config.progress_bar = False
+  return config

@@ -1,0 +1,122 @@
+"""End to end: train, resume bitwise, initialise from a checkpoint."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from jaxcnn import checkpoint
+from jaxcnn import metrics
+from jaxcnn import trainer
+
+
+def _final_params(workdir):
+  variables, meta = checkpoint.load_variables(workdir)
+  return variables['params'], meta
+
+
+def test_short_run_writes_metrics_config_checkpoints_and_learns(
+    digits_config, tmp_path):
+  digits_config.num_steps = 40
+  digits_config.checkpoint_every_steps = 20
+  workdir = str(tmp_path / 'run')
+  final = trainer.train_and_evaluate(digits_config, workdir)
+  records = metrics.read_metrics(workdir)
+  train = [r for r in records if 'train/loss' in r]
+  assert [r['step'] for r in train] == list(range(5, 45, 5))
+  assert train[-1]['train/loss'] < 0.7 * train[0]['train/loss']
+  assert records[-1] == {'step': 40, **final}
+  assert set(final) == {'eval/loss', 'eval/accuracy', 'eval/top5'}
+  assert final['eval/accuracy'] > 0.5
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['model'] == 'lenet5'
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['20', '40']
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  _, meta = _final_params(workdir)
+  assert meta['step'] == 40 and meta['model'] == 'lenet5'
+
+
+def test_restart_after_interruption_continues_bitwise(digits_config, tmp_path):
+  digits_config.num_steps = 12
+  digits_config.checkpoint_every_steps = 6
+  digits_config.ema_decay = 0.9
+  straight, interrupted = str(tmp_path / 'a'), str(tmp_path / 'b')
+  trainer.train_and_evaluate(digits_config, straight)
+  trainer.train_and_evaluate(digits_config, interrupted)
+  # As if the process died after the step-6 checkpoint: the step-12
+  # checkpoint never happened and later metrics were half written.
+  shutil.rmtree(os.path.join(interrupted, 'checkpoints', '12'))
+  with open(os.path.join(interrupted, 'metrics.jsonl'), 'a') as f:
+    f.write(json.dumps({'step': 11, 'train/loss': 123.0}) + '\n')
+  trainer.train_and_evaluate(digits_config, interrupted)
+
+  a, _ = _final_params(straight)
+  b, _ = _final_params(interrupted)
+  for x, y in zip(_leaves(a), _leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert metrics.read_metrics(straight) == metrics.read_metrics(interrupted)
+
+
+def _leaves(tree):
+  import jax
+  return jax.tree.leaves(tree)
+
+
+def test_init_from_starts_from_trained_weights(digits_config, tmp_path):
+  digits_config.num_steps = 40
+  pretrained = str(tmp_path / 'pretrained')
+  trainer.train_and_evaluate(digits_config, pretrained)
+
+  digits_config.num_steps = 5
+  digits_config.init_from = pretrained
+  finetuned = str(tmp_path / 'finetuned')
+  trainer.train_and_evaluate(digits_config, finetuned)
+  digits_config.init_from = None
+  fresh = str(tmp_path / 'fresh')
+  trainer.train_and_evaluate(digits_config, fresh)
+
+  def first_loss(workdir):
+    return metrics.read_metrics(workdir)[0]['train/loss']
+  assert first_loss(finetuned) < 0.85 * first_loss(fresh)
+
+
+def test_init_from_reinitialises_a_head_of_another_class_count(
+    digits_config, tmp_path):
+  digits_config.num_steps = 5
+  pretrained = str(tmp_path / 'pretrained')
+  trainer.train_and_evaluate(digits_config, pretrained)
+  loaded, _ = checkpoint.load_variables(pretrained)
+
+  model = trainer.build_model(digits_config, num_classes=12)
+  import jax
+  from jaxcnn import state as state_lib
+  fresh = jax.device_get(state_lib.initial_variables(
+      model, jax.random.PRNGKey(3), (32, 32, 1)))
+  merged = checkpoint.merge_pretrained(fresh, loaded)
+  assert merged['params']['head']['kernel'].shape == (84, 12)
+  np.testing.assert_array_equal(merged['params']['head']['kernel'],
+                                fresh['params']['head']['kernel'])
+  conv = [k for k in merged['params'] if k != 'head'][0]
+  np.testing.assert_array_equal(merged['params'][conv]['kernel'],
+                                loaded['params'][conv]['kernel'])
+
+  broken = jax.tree.map(lambda x: x, loaded)
+  del broken['params'][conv]
+  broken['params']['extra'] = {'kernel': np.zeros(3)}
+  with pytest.raises(ValueError, match=f'missing params/{conv}/kernel'
+                     r'(.|\n)*unexpected params/extra/kernel'):
+    checkpoint.merge_pretrained(fresh, broken)
+
+
+def test_workdir_of_another_run_is_refused(digits_config, tmp_path):
+  digits_config.num_steps = 2
+  workdir = str(tmp_path / 'run')
+  trainer.train_and_evaluate(digits_config, workdir)
+  before = open(os.path.join(workdir, 'config.json')).read()
+  digits_config.learning_rate = 0.5
+  with pytest.raises(trainer.ConfigMismatchError,
+                     match=r'learning_rate: 0.1 -> 0.5(.|\n)*new --workdir'):
+    trainer.train_and_evaluate(digits_config, workdir)
+  assert open(os.path.join(workdir, 'config.json')).read() == before
