@@ -18,14 +18,13 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import models
 from jaxcnn import optim
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
-from jaxcnn import trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', 'resnet50', 'Registered model name.')
@@ -52,12 +51,14 @@ def _recipe(model: str, recipe: str):
 
 def measure(config, batch: int, steps: int, warmup: int) -> dict:
   """Compile time and per-step times of the real train step."""
-  model = trainer.build_model(config, num_classes=1000)
+  model = models.from_config(config, num_classes=1000)
   shape = (config.image_size, config.image_size, model.in_channels)
   mesh = sharding.create_mesh()
   schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
   tx = optim.create_optimizer(config, schedule)
-  variables = state_lib.initial_variables(model, jax.random.PRNGKey(0), shape)
+  variables = jax.jit(functools.partial(
+      state_lib.initial_variables, model, image_shape=shape))(
+          state_lib.init_key(0))
   state = state_lib.create(model, tx, variables, config.ema_decay > 0)
   state_sharding = sharding.state_shardings(mesh, state)
   state = jax.device_put(state, state_sharding)

@@ -1,6 +1,6 @@
 """Pure train and eval steps; `trainer` jits them over the device mesh."""
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -66,11 +66,15 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array],
-              use_ema: bool = False) -> Metrics:
-  """Mask-weighted sums over a padded eval batch (divide by `count`)."""
-  logits = state.apply_fn(state.variables(use_ema), batch['image'],
-                          train=False).astype(jnp.float32)
+def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *,
+              apply_fn: Callable[..., jax.Array]) -> Metrics:
+  """Mask-weighted sums over a padded eval batch (divide by `count`).
+
+  `variables` are a state's `variables()`, raw or EMA: one compiled step
+  serves both.
+  """
+  logits = apply_fn(variables, batch['image'], train=False).astype(
+      jnp.float32)
   mask = batch['mask']
   labels = batch['label']
   top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]

@@ -32,12 +32,6 @@ class ConfigMismatchError(ValueError):
   """The workdir holds a run with another config."""
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  return models.create(config.model, num_classes=num_classes, dtype=dtype,
-                       **config.model_kwargs.to_dict())
-
-
 def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
   """Writes config.json, or refuses a workdir holding another run's config."""
   path = os.path.join(workdir, CONFIG_FILE)
@@ -76,13 +70,12 @@ def _mean(records: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
 
 
-def evaluate(eval_fn, state, data: pipeline.InputPipeline,
-             batch_sharding, use_ema: bool) -> dict[str, float]:
+def evaluate(eval_fn, variables: dict, data: pipeline.InputPipeline,
+             batch_sharding) -> dict[str, float]:
   """Loss, top-1 and top-5 accuracy over every eval example exactly once."""
   totals = None
   for batch in data.eval_batches():
-    sums = eval_fn(state, sharding.global_batch(batch, batch_sharding),
-                   use_ema)
+    sums = eval_fn(variables, sharding.global_batch(batch, batch_sharding))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = totals.pop('count')
@@ -114,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   _check_workdir_config(workdir, config)
   num_classes = (datasets.get_spec(config.dataset).num_classes
                  if config.num_classes < 0 else config.num_classes)
-  model = build_model(config, num_classes)
+  model = models.from_config(config, num_classes)
   data = pipeline.create(config, model.in_channels,
                          process_index=jax.process_index(),
                          process_count=jax.process_count())
@@ -129,7 +122,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   total_steps = optim.to_steps(config, 'num', steps_per_epoch)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch)
   tx = optim.create_optimizer(config, schedule)
-  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  init_rng = state_lib.init_key(config.seed)
+  dropout_rng = jax.random.PRNGKey(config.seed)
 
   def make_state(variables):
     return state_lib.create(model, tx, variables, config.ema_decay > 0)
@@ -163,8 +157,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                         l2_weight=l2_weight, ema_decay=config.ema_decay),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=0)
-  eval_fn = jax.jit(step_lib.eval_step, static_argnums=2,
-                    in_shardings=(state_sharding, batch_sharding),
+  eval_fn = jax.jit(functools.partial(step_lib.eval_step,
+                                      apply_fn=model.apply),
+                    in_shardings=(state_sharding.variables(), batch_sharding),
                     out_shardings=replicated)
 
   writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
@@ -174,11 +169,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           'num_classes': num_classes}
 
   def run_eval(step: int) -> dict[str, float]:
-    results = {f'eval/{k}': v for k, v in
-               evaluate(eval_fn, state, data, batch_sharding, False).items()}
+    results = {f'eval/{k}': v for k, v in evaluate(
+        eval_fn, state.variables(), data, batch_sharding).items()}
     if state.ema is not None:
       results.update({f'eval_ema/{k}': v for k, v in evaluate(
-          eval_fn, state, data, batch_sharding, True).items()})
+          eval_fn, state.variables(use_ema=True), data,
+          batch_sharding).items()})
     writer.write(step, results)
     metrics_lib.log(step, total_steps, results)
     return results
@@ -210,13 +206,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       last_log = (now, step)
       writer.write(step, train_metrics, wall_clock=speed)
       metrics_lib.log(step, total_steps, {**train_metrics, **speed})
+    if step % eval_every == 0 or step == total_steps:
+      results = run_eval(step)
     if step % config.checkpoint_every_steps == 0 or step == total_steps:
       pending = _fetch(pending)
       # A copy: the async save serialises it while the loop appends.
       checkpointer.save(step, state, {**meta, 'step': step,
                                       'pending_train_metrics': list(pending)})
-    if step % eval_every == 0 or step == total_steps:
-      results = run_eval(step)
   if progress is not None:
     progress.close()
   if start_step == total_steps:

@@ -37,6 +37,11 @@ def _train_step(ema_decay=0.0, l2_weight=0.0):
       l2_weight=l2_weight, ema_decay=ema_decay))
 
 
+def _eval(state, batch, use_ema=False):
+  return step_lib.eval_step(state.variables(use_ema), batch,
+                            apply_fn=state.apply_fn)
+
+
 def test_cross_entropy_with_label_smoothing_matches_formula():
   logits = jnp.array([[2.0, 0.0, -1.0]])
   logp = jax.nn.log_softmax(logits)[0]
@@ -70,21 +75,21 @@ def test_ema_trails_the_weights_and_is_what_ema_eval_uses():
   raw = state.params['head']['kernel']
   ema = state.ema['params']['head']['kernel']
   assert not np.allclose(raw, ema)
-  eval_raw = step_lib.eval_step(state, batch, use_ema=False)
-  eval_ema = step_lib.eval_step(state, batch, use_ema=True)
+  eval_raw = _eval(state, batch)
+  eval_ema = _eval(state, batch, use_ema=True)
   assert float(eval_raw['loss']) != float(eval_ema['loss'])
   ema_only = state.replace(params=state.ema['params'])
   np.testing.assert_allclose(
-      step_lib.eval_step(ema_only, batch)['loss'], eval_ema['loss'], rtol=1e-6)
+      _eval(ema_only, batch)['loss'], eval_ema['loss'], rtol=1e-6)
 
 
 def test_eval_step_ignores_padding():
   state, batch = _state(ema=False), _batch(8)
-  full = step_lib.eval_step(state, batch)
+  full = _eval(state, batch)
   batch['mask'][4:] = 0.0
   batch['label'][4:] = 0
-  half = step_lib.eval_step(state, batch)
-  first = step_lib.eval_step(state, {k: v[:4] for k, v in batch.items()})
+  half = _eval(state, batch)
+  first = _eval(state, {k: v[:4] for k, v in batch.items()})
   assert float(full['count']) == 8 and float(half['count']) == 4
   for key in ('loss', 'accuracy', 'top5'):
     np.testing.assert_allclose(half[key], first[key], rtol=1e-5)

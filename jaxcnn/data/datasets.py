@@ -18,8 +18,7 @@ class DatasetSpec:
   train_split: str
   eval_split: str
   num_classes: int
-  channels: int
-  mean: tuple[float, ...]
+  mean: tuple[float, ...]  # Per channel, on the 0-255 scale.
   std: tuple[float, ...]
   prepare_hint: str = ''
 
@@ -31,7 +30,7 @@ _DOWNLOADABLE = ('Prepare it once on a machine with internet access: '
 
 DATASETS: dict[str, DatasetSpec] = {
     'imagenet2012': DatasetSpec(
-        'imagenet2012', 'train', 'validation', 1000, 3, IMAGENET_MEAN,
+        'imagenet2012', 'train', 'validation', 1000, IMAGENET_MEAN,
         IMAGENET_STD,
         prepare_hint=(
             'ImageNet cannot be downloaded automatically: download '
@@ -39,19 +38,19 @@ DATASETS: dict[str, DatasetSpec] = {
             'image-net.org into DIR/downloads/manual/, run `tfds build '
             'imagenet2012 --data_dir=DIR`, then pass --config.data_dir=DIR.')),
     'imagenette': DatasetSpec(
-        'imagenette', 'train', 'validation', 10, 3, IMAGENET_MEAN,
+        'imagenette', 'train', 'validation', 10, IMAGENET_MEAN,
         IMAGENET_STD),
     'cifar10': DatasetSpec(
-        'cifar10', 'train', 'test', 10, 3, (125.3, 123.0, 113.9),
+        'cifar10', 'train', 'test', 10, (125.3, 123.0, 113.9),
         (63.0, 62.1, 66.7)),
     'cifar100': DatasetSpec(
-        'cifar100', 'train', 'test', 100, 3, (129.3, 124.1, 112.4),
+        'cifar100', 'train', 'test', 100, (129.3, 124.1, 112.4),
         (68.2, 65.4, 70.4)),
-    'mnist': DatasetSpec('mnist', 'train', 'test', 10, 1, (33.3,), (78.6,)),
+    'mnist': DatasetSpec('mnist', 'train', 'test', 10, (33.3,), (78.6,)),
     'fashion_mnist': DatasetSpec(
-        'fashion_mnist', 'train', 'test', 10, 1, (72.9,), (90.0,)),
+        'fashion_mnist', 'train', 'test', 10, (72.9,), (90.0,)),
     'digits': DatasetSpec(
-        'digits', 'train', 'test', 10, 1, (78.0,), (106.0,),
+        'digits', 'train', 'test', 10, (78.0,), (106.0,),
         prepare_hint='It is prepared automatically from scikit-learn.'),
 }
 

@@ -60,6 +60,12 @@ class InputPipeline:
     _check_choice(config.train_crop, TRAIN_CROPS, 'train_crop')
     _check_choice(config.augment, AUGMENTS, 'augment')
     preprocess.check_interpolation(config.interpolation)
+    # Images are decoded straight to the model's channel count.
+    self.mean, self.std = preprocess.channel_statistics(
+        self.spec.mean, self.spec.std, self.model_channels)
+    if config.augment != 'none' and self.model_channels != 3:
+      raise ValueError(f'--config.augment={config.augment} needs RGB images; '
+                       f'{config.model} takes {self.model_channels} channel(s).')
     self.train_split = tfds.split_for_jax_process(
         self.spec.train_split, process_index=self.process_index,
         process_count=self.process_count)
@@ -93,11 +99,10 @@ class InputPipeline:
         shuffle_files=False)
 
   def _normalize(self, image: tf.Tensor) -> tf.Tensor:
-    return preprocess.normalize(image, self.spec.mean, self.spec.std,
-                                self.model_channels)
+    return preprocess.normalize(image, self.mean, self.std)
 
   def _decode_resized(self, encoded: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(encoded, channels=self.spec.channels,
+    image = tf.io.decode_image(encoded, channels=self.model_channels,
                                expand_animations=False)
     size = self.config.image_size
     image = tf.image.resize(tf.cast(image, tf.float32), [size, size],
@@ -122,7 +127,7 @@ class InputPipeline:
     if config.train_crop == 'random_resized':
       image = preprocess.random_resized_crop(
           example['image'], crop_seed, size=config.image_size,
-          channels=self.spec.channels, method=config.interpolation)
+          channels=self.model_channels, method=config.interpolation)
     else:
       image = self._decode_resized(example['image'])
       if config.train_crop == 'pad_and_crop':
@@ -138,7 +143,7 @@ class InputPipeline:
   def _eval_example(self, example: dict) -> dict:
     image = preprocess.center_crop(
         example['image'], size=self.config.image_size,
-        channels=self.spec.channels, method=self.config.interpolation,
+        channels=self.model_channels, method=self.config.interpolation,
         crop_fraction=self.config.eval_crop_fraction)
     return {'image': self._normalize(image),
             'label': tf.cast(example['label'], tf.int32),

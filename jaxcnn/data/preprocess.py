@@ -87,16 +87,18 @@ def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
-def normalize(image: tf.Tensor, mean, std, out_channels: int) -> tf.Tensor:
-  """Standardises per channel, then matches the model's channel count."""
-  image = (tf.cast(image, tf.float32) - mean) / std
-  in_channels = image.shape[-1]
-  if in_channels == out_channels:
-    return image
-  if in_channels == 1:
-    return tf.tile(image, [1, 1, out_channels])
-  if out_channels == 1:
-    return tf.reduce_mean(image, axis=-1, keepdims=True)
-  raise ValueError(
-      f'Cannot feed {in_channels}-channel images to a model expecting '
-      f'{out_channels} channels.')
+def channel_statistics(mean, std, channels: int) -> tuple[tuple, tuple]:
+  """The dataset's per-channel mean/std for images decoded to `channels`
+  (grayscale decoded as RGB repeats them; RGB decoded as grayscale averages)."""
+  if len(mean) == channels:
+    return tuple(mean), tuple(std)
+  if len(mean) == 1:
+    return tuple(mean) * channels, tuple(std) * channels
+  if channels == 1:
+    return (sum(mean) / len(mean),), (sum(std) / len(std),)
+  raise ValueError(f'Cannot feed {len(mean)}-channel images to a model '
+                   f'expecting {channels} channels.')
+
+
+def normalize(image: tf.Tensor, mean, std) -> tf.Tensor:
+  return (tf.cast(image, tf.float32) - mean) / std

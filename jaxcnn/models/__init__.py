@@ -6,6 +6,6 @@ from jaxcnn.models import efficientnet  # noqa: F401
 from jaxcnn.models import lenet  # noqa: F401
 from jaxcnn.models import resnet  # noqa: F401
 from jaxcnn.models import squeezenet  # noqa: F401
-from jaxcnn.models.registry import create, names, register
+from jaxcnn.models.registry import create, from_config, names, register
 
-__all__ = ['create', 'names', 'register']
+__all__ = ['create', 'from_config', 'names', 'register']

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -38,3 +39,11 @@ def create(name: str, *, num_classes: int = 1000, **overrides: Any) -> nn.Module
         f'Model {name!r} has no field(s) {unknown}. Its fields are: '
         f'{", ".join(sorted(fields))}.')
   return module.clone(**overrides) if overrides else module
+
+
+def from_config(config: Any, num_classes: int) -> nn.Module:
+  """The model a train config describes: `model`, `half_precision` (bf16
+  compute, float32 parameters) and extra `model_kwargs`."""
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  return create(config.model, num_classes=num_classes, dtype=dtype,
+                **config.model_kwargs.to_dict())

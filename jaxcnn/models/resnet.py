@@ -40,13 +40,17 @@ def _shortcut(conv_bn: Callable[..., jax.Array], x: jax.Array, y: jax.Array,
   return conv_bn(x, y.shape[-1], 1, strides, 'downsample_conv')
 
 
-class BasicBlock(nn.Module):
-  """3x3 -> 3x3 residual block of ResNet-18/34."""
+class _Block(nn.Module):
+  """Fields shared by both residual blocks."""
   features: int
   strides: int
   conv: ModuleDef
   norm: ModuleDef
   zero_init_residual: bool = False
+
+
+class BasicBlock(_Block):
+  """3x3 -> 3x3 residual block of ResNet-18/34."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -56,13 +60,8 @@ class BasicBlock(nn.Module):
     return nn.relu(y + _shortcut(conv_bn, x, y, self.strides))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 -> 3x3 (strided, v1.5) -> 1x1 x4 residual block of ResNet-50+."""
-  features: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
