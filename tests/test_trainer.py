@@ -4,13 +4,22 @@ import json
 import os
 import shutil
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
+from configs import efficientnet_b0
 from jaxcnn import checkpoint
 from jaxcnn import metrics
 from jaxcnn import models
+from jaxcnn import state as state_lib
 from jaxcnn import trainer
+
+
+def _leaves(tree):
+  return jax.tree.leaves(tree)
 
 
 def _final_params(workdir):
@@ -39,6 +48,20 @@ def test_short_run_writes_metrics_config_checkpoints_and_learns(
   assert meta['step'] == 40 and meta['model'] == 'lenet5'
 
 
+def test_half_precision_trains_in_bfloat16_with_float32_parameters(
+    digits_config, tmp_path):
+  digits_config.num_steps = 40
+  digits_config.half_precision = True
+  workdir = str(tmp_path / 'bf16')
+  trainer.train_and_evaluate(digits_config, workdir)
+  losses = [r['train/loss'] for r in metrics.read_metrics(workdir)
+            if 'train/loss' in r]
+  assert losses[-1] < 0.7 * losses[0]
+  params, _ = _final_params(workdir)
+  assert {str(p.dtype) for p in _leaves(params)} == {'float32'}
+  assert models.from_config(digits_config, 10).dtype == jnp.bfloat16
+
+
 def test_restart_after_interruption_continues_bitwise(digits_config, tmp_path):
   digits_config.num_steps = 12
   digits_config.checkpoint_every_steps = 6
@@ -58,11 +81,6 @@ def test_restart_after_interruption_continues_bitwise(digits_config, tmp_path):
   for x, y in zip(_leaves(a), _leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert metrics.read_metrics(straight) == metrics.read_metrics(interrupted)
-
-
-def _leaves(tree):
-  import jax
-  return jax.tree.leaves(tree)
 
 
 def test_init_from_starts_from_trained_weights(digits_config, tmp_path):
@@ -91,8 +109,6 @@ def test_init_from_reinitialises_a_head_of_another_class_count(
   loaded, _ = checkpoint.load_variables(pretrained)
 
   model = models.from_config(digits_config, num_classes=12)
-  import jax
-  from jaxcnn import state as state_lib
   fresh = jax.device_get(state_lib.initial_variables(
       model, jax.random.PRNGKey(3), (32, 32, 1)))
   merged = checkpoint.merge_pretrained(fresh, loaded)
@@ -124,8 +140,6 @@ def test_workdir_of_another_run_is_refused(digits_config, tmp_path):
 
 
 def test_efficientnet_b0_recipe_learns_on_mock_imagenet(tmp_path):
-  import tensorflow_datasets as tfds
-  from configs import efficientnet_b0
   config = efficientnet_b0.get_config()
   config.update(dict(
       dataset='imagenet2012', image_size=32, batch_size=8, eval_batch_size=8,

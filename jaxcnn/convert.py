@@ -1,0 +1,399 @@
+"""Converts torchvision / timm weights into jaxcnn variables and checkpoints.
+
+Library: `from_torch(name, state_dict)` returns the jaxcnn module configured
+like the reference (padding, BatchNorm settings) and its variables.
+
+CLI, writing a checkpoint that `train.py --config.init_from=DIR` accepts:
+
+  python -m jaxcnn.convert --model=resnet50 --source=torchvision \
+      --weights=resnet50.pth --out=DIR
+
+Sources: 'torchvision'; 'timm' (timm's own torch-trained weights, e.g.
+`efficientnet_b0`, `resnet50`); 'timm_tf' (timm's ports of TF weights,
+`tf_efficientnet_b*`: TF SAME padding, BatchNorm eps 1e-3). The two timm
+sources share key names, so EfficientNet timm keys need an explicit source.
+"""
+
+import math
+import os
+import re
+from typing import Any, Callable, Mapping, NamedTuple
+
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
+import flax.linen as nn
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxcnn import checkpoint
+from jaxcnn import models
+from jaxcnn.models import efficientnet
+from jaxcnn.models import layers
+
+SOURCES = ('torchvision', 'timm', 'timm_tf')
+
+_MODEL = flags.DEFINE_string('model', None, 'jaxcnn model name.')
+_SOURCE = flags.DEFINE_enum('source', 'auto', ('auto', *SOURCES),
+                            'Where the weights come from.')
+_WEIGHTS = flags.DEFINE_string('weights', None,
+                               '.pth or .safetensors state_dict.')
+_OUT = flags.DEFINE_string('out', None, 'New checkpoint directory.')
+
+# Problems the CLI's one-line error lists.
+_MAX_LISTED = 8
+
+# A rule maps a reference module path (the key without its last `.leaf`)
+# fully matching `pattern` to our '/'-separated module path: a `re` template,
+# or a function of the match returning None for an unknown module.
+Rule = tuple[str, str | Callable[[re.Match], str | None]]
+
+_RESNET_RULES: tuple[Rule, ...] = (
+    (r'(conv1|bn1)', r'\1'),
+    (r'fc', 'head'),
+    (r'layer(\d)\.(\d+)\.downsample\.0', r'layer\1_\2/downsample_conv'),
+    (r'layer(\d)\.(\d+)\.downsample\.1', r'layer\1_\2/downsample_bn'),
+    (r'layer(\d)\.(\d+)\.((?:conv|bn)\d)', r'layer\1_\2/\3'),
+)
+_ALEXNET_RULES: tuple[Rule, ...] = (
+    (r'features\.(\d+)', r'features_\1'),
+    (r'classifier\.(1|4)', r'classifier_\1'),
+    (r'classifier\.6', 'head'),
+)
+_SQUEEZENET_RULES: tuple[Rule, ...] = (
+    (r'features\.0', 'features_0'),
+    (r'features\.(\d+)\.(squeeze|expand1x1|expand3x3)', r'features_\1/\2'),
+    (r'classifier\.1', 'head'),
+)
+
+# MBConv parts by reference sub-path: [0] for the first stage's depthwise
+# separable blocks (expand ratio 1 in every variant), [1] for the others.
+_TV_MBCONV = (
+    {'0.0': 'dw_conv', '0.1': 'dw_bn', '1.fc1': 'se_reduce',
+     '1.fc2': 'se_expand', '2.0': 'project_conv', '2.1': 'project_bn'},
+    {'0.0': 'expand_conv', '0.1': 'expand_bn', '1.0': 'dw_conv',
+     '1.1': 'dw_bn', '2.fc1': 'se_reduce', '2.fc2': 'se_expand',
+     '3.0': 'project_conv', '3.1': 'project_bn'},
+)
+_TIMM_MBCONV = (
+    {'conv_dw': 'dw_conv', 'bn1': 'dw_bn', 'se.conv_reduce': 'se_reduce',
+     'se.conv_expand': 'se_expand', 'conv_pw': 'project_conv',
+     'bn2': 'project_bn'},
+    {'conv_pw': 'expand_conv', 'bn1': 'expand_bn', 'conv_dw': 'dw_conv',
+     'bn2': 'dw_bn', 'se.conv_reduce': 'se_reduce',
+     'se.conv_expand': 'se_expand', 'conv_pwl': 'project_conv',
+     'bn3': 'project_bn'},
+)
+assert efficientnet._B0_STAGES[0].expand_ratio == 1  # pylint: disable=protected-access
+
+
+def _mbconv(parts: tuple[dict[str, str], ...], stage_offset: int
+            ) -> Callable[[re.Match], str | None]:
+  """Maps a (stage, block, part) match to `blocks_{stage}_{block}/{part}`."""
+
+  def rule(match: re.Match) -> str | None:
+    stage = int(match[1]) - stage_offset
+    part = parts[stage > 0].get(match[3])
+    return part and f'blocks_{stage}_{match[2]}/{part}'
+
+  return rule
+
+
+_EFFICIENTNET_RULES: dict[str, tuple[Rule, ...]] = {
+    'torchvision': (
+        (r'features\.0\.0', 'stem_conv'),
+        (r'features\.0\.1', 'stem_bn'),
+        (r'features\.([1-7])\.(\d+)\.block\.(.+)', _mbconv(_TV_MBCONV, 1)),
+        (r'features\.8\.0', 'head_conv'),
+        (r'features\.8\.1', 'head_bn'),
+        (r'classifier\.1', 'head'),
+    ),
+    'timm': (
+        (r'conv_stem', 'stem_conv'),
+        (r'bn1', 'stem_bn'),
+        (r'blocks\.(\d)\.(\d+)\.(.+)', _mbconv(_TIMM_MBCONV, 0)),
+        (r'conv_head', 'head_conv'),
+        (r'bn2', 'head_bn'),
+        (r'classifier', 'head'),
+    ),
+}
+_EFFICIENTNET_RULES['timm_tf'] = _EFFICIENTNET_RULES['timm']
+
+_TORCH_BN = {'bn_momentum': layers.TORCH_BN_MOMENTUM,
+             'bn_epsilon': layers.TORCH_BN_EPSILON}
+# torchvision builds B5-B7 with TF BatchNorm settings, B0-B4 with torch's.
+_TV_TF_BN = ('efficientnet_b5', 'efficientnet_b6', 'efficientnet_b7')
+
+
+def _efficientnet_overrides(name: str, source: str) -> dict[str, Any]:
+  if source == 'timm_tf':
+    return {}
+  bn = {} if source == 'torchvision' and name in _TV_TF_BN else _TORCH_BN
+  return {'padding': 'symmetric', **bn}
+
+
+class _Family(NamedTuple):
+  rules: Mapping[str, tuple[Rule, ...]]  # Per source.
+  overrides: Callable[[str, str], dict[str, Any]] = lambda name, source: {}
+  # Dense layers after a flatten: torch's (C, H, W) input order.
+  chw_inputs: Mapping[str, tuple[int, int, int]] = {}
+
+
+_FAMILIES = {
+    'resnet': _Family({'torchvision': _RESNET_RULES, 'timm': _RESNET_RULES}),
+    'alexnet': _Family({'torchvision': _ALEXNET_RULES},
+                       chw_inputs={'classifier_1': (256, 6, 6)}),
+    'squeezenet': _Family({'torchvision': _SQUEEZENET_RULES}),
+    'efficientnet': _Family(_EFFICIENTNET_RULES, _efficientnet_overrides),
+}
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# Eval preprocessing of each source's default weights: (crop, resize,
+# interpolation), mean/std ImageNet's unless listed in _MEAN_STD.
+_TV_EFFICIENTNET_SIZES = ((224, 256), (240, 256), (288, 288), (300, 320),
+                          (380, 384), (456, 456), (528, 528), (600, 600))
+_TF_CROP_PCT = (0.875, 0.882, 0.89, 0.904, 0.922, 0.934, 0.942, 0.949)
+_TIMM_EFFICIENTNET = ((224, 0.875), (240, 0.9), (256, 0.875), (288, 0.875),
+                      (320, 0.875), (448, 1.0))
+_PREPROCESSING = {
+    **{('torchvision', name): (224, 256, 'bilinear')
+       for name in ('alexnet', 'squeezenet1_0', 'squeezenet1_1', 'resnet18',
+                    'resnet34', 'resnet50', 'resnet101', 'resnet152')},
+    **{('timm', f'resnet{depth}'): (224, math.floor(224 / 0.95), 'bicubic')
+       for depth in (18, 34, 50, 101, 152)},
+    **{('torchvision', f'efficientnet_b{i}'): (crop, resize, 'bicubic')
+       for i, (crop, resize) in enumerate(_TV_EFFICIENTNET_SIZES)},
+    **{('timm', f'efficientnet_b{i}'): (crop, math.floor(crop / pct),
+                                        'bicubic')
+       for i, (crop, pct) in enumerate(_TIMM_EFFICIENTNET)},
+    **{('timm_tf', f'efficientnet_b{i}'): (
+        efficientnet.IMAGE_SIZES[f'efficientnet_b{i}'],
+        math.floor(efficientnet.IMAGE_SIZES[f'efficientnet_b{i}'] / pct),
+        'bicubic') for i, pct in enumerate(_TF_CROP_PCT)},
+}
+_MEAN_STD = {('timm', 'efficientnet_b1'): ((0.5,) * 3, (0.5,) * 3)}
+
+
+def preprocessing(name: str, source: str) -> dict[str, Any]:
+  """Eval preprocessing the source's default weights expect (0-1 scale).
+
+  Resize the shorter side to `resize_size`, centre-crop `crop_size`, then
+  normalise with `mean`/`std`. torchvision: its IMAGENET1K_V1 weights (V2
+  weights resize ResNets to 232, EfficientNet-B1 bilinearly to 255). Empty if
+  the source publishes no such weights.
+  """
+  if (source, name) not in _PREPROCESSING:
+    return {}
+  crop, resize, interpolation = _PREPROCESSING[source, name]
+  mean, std = _MEAN_STD.get((source, name), (_IMAGENET_MEAN, _IMAGENET_STD))
+  return {'mean': list(mean), 'std': list(std), 'crop_size': crop,
+          'resize_size': resize, 'interpolation': interpolation}
+
+
+def _family(name: str) -> _Family:
+  for prefix, family in _FAMILIES.items():
+    if name.startswith(prefix):
+      return family
+  convertible = [n for n in models.names() if n.startswith(tuple(_FAMILIES))]
+  raise ValueError(f'Cannot convert model {name!r}. Convertible models: '
+                   f'{", ".join(convertible)}.')
+
+
+def detect_source(name: str, keys: Any) -> str:
+  """The source whose key names `keys` has; 'torchvision' when they agree."""
+  if not any(key.startswith(('conv_stem.', 'blocks.')) for key in keys):
+    return 'torchvision'
+  if name.startswith('efficientnet'):
+    raise ValueError(
+        "These are timm EfficientNet weights; pass source='timm_tf' for "
+        "timm's tf_efficientnet_* ports or 'timm' for its efficientnet_*.")
+  return 'timm'
+
+
+def model_kwargs(name: str, source: str) -> dict[str, Any]:
+  """Model fields (beyond the defaults) that `source`'s weights need."""
+  return _family(name).overrides(name, source)
+
+
+def _module_path(rules: tuple[Rule, ...], module: str) -> str | None:
+  for pattern, target in rules:
+    match = re.fullmatch(pattern, module)
+    if match:
+      return target(match) if callable(target) else match.expand(target)
+  return None
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+  if hasattr(value, 'detach'):  # A torch tensor.
+    value = value.detach().cpu().numpy()
+  return np.asarray(value)
+
+
+def _reference_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The torch shape of a Flax parameter: conv (O, I/g, kh, kw), dense (O, I)."""
+  if len(shape) == 4:
+    return (shape[3], shape[2], shape[0], shape[1])
+  return shape[::-1] if len(shape) == 2 else shape
+
+
+def _to_flax(value: np.ndarray, chw: tuple[int, int, int] | None
+             ) -> np.ndarray:
+  if value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)
+  if value.ndim == 2:
+    if chw:  # Reorder the inputs from a (C, H, W) to an (H, W, C) flatten.
+      value = value.reshape(-1, *chw).transpose(0, 2, 3, 1).reshape(
+          value.shape[0], -1)
+    return value.T
+  return value
+
+
+def _target(leaf: str, is_bn: bool) -> tuple[str, str] | None:
+  """(collection, leaf) of a reference parameter or buffer."""
+  if leaf == 'weight':
+    return ('params', 'scale' if is_bn else 'kernel')
+  return {'bias': ('params', 'bias'), 'running_mean': ('batch_stats', 'mean'),
+          'running_var': ('batch_stats', 'var')}.get(leaf)
+
+
+def _raise(name: str, source: str, problems: list[str]) -> None:
+  raise ValueError(f'The {source} weights do not fit {name}:\n  ' +
+                   '\n  '.join(problems))
+
+
+def from_torch(name: str, state_dict: Mapping[str, Any],
+               source: str | None = None,
+               num_classes: int | None = None) -> tuple[nn.Module, dict]:
+  """The jaxcnn model `name` set up like `source` and its converted variables.
+
+  Args:
+    name: a jaxcnn model name, e.g. 'resnet50'.
+    state_dict: reference key -> numpy array or torch tensor.
+    source: one of SOURCES; detected from the key names when None.
+    num_classes: classifier outputs; read from the classifier when None.
+
+  Returns:
+    (module, {'params', 'batch_stats'}) with numpy leaves.
+
+  Raises:
+    ValueError: unknown model or source, or weights that do not fit the model
+      (every missing, unexpected and mis-shaped key listed in one error).
+  """
+  family = _family(name)
+  source = source or detect_source(name, state_dict)
+  if source not in family.rules:
+    raise ValueError(f'Unknown source {source!r} for {name}. Known sources: '
+                     f'{", ".join(family.rules)}.')
+  rules = family.rules[source]
+  paths = {}
+  problems = []
+  for key in state_dict:
+    prefix, _, leaf = key.rpartition('.')
+    if leaf == 'num_batches_tracked':
+      continue
+    path = _module_path(rules, prefix)
+    if path is None:
+      problems.append(f'unexpected {key}')
+    else:
+      paths[key] = (path, leaf)
+  if num_classes is None:
+    heads = [key for key, (path, leaf) in paths.items()
+             if (path, leaf) == ('head', 'weight')]
+    if not heads:
+      _raise(name, source, ['missing the classifier weight', *problems])
+    num_classes = int(np.shape(state_dict[heads[0]])[0])
+
+  module = models.create(name, num_classes=num_classes,
+                         **model_kwargs(name, source))
+  shapes = jax.eval_shape(module.init, jax.random.key(0),
+                          jnp.zeros((1, 64, 64, module.in_channels)))
+  expected = {k: v.shape for k, v in
+              traverse_util.flatten_dict(dict(shapes)).items()}
+  flat, matched = {}, set()
+  for key, (path, leaf) in paths.items():
+    target = _target(leaf, ('params', *path.split('/'), 'scale') in expected)
+    full = target and (target[0], *path.split('/'), target[1])
+    if full not in expected:
+      problems.append(f'unexpected {key}')
+      continue
+    matched.add(full)
+    value = _to_numpy(state_dict[key])
+    want = _reference_shape(expected[full])
+    if value.shape != want:
+      problems.append(f'shape of {key}: got {value.shape}, expected {want}')
+      continue
+    flat[full] = _to_flax(value.astype(np.float32),
+                          family.chw_inputs.get(path))
+  problems += [f'missing {"/".join(k)}' for k in expected if k not in matched]
+  if problems:
+    _raise(name, source, problems)
+  return module, {'batch_stats': {}, **traverse_util.unflatten_dict(flat)}
+
+
+def load_state_dict(path: str) -> dict[str, Any]:
+  """Reads a `.safetensors` file or a torch `.pth` (raw or under a
+  'state_dict' / 'model' key) as numpy arrays or torch tensors."""
+  try:
+    if path.endswith('.safetensors'):
+      from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+      return safetensors_numpy.load_file(path)
+    import torch  # pylint: disable=g-import-not-at-top
+    loaded = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'Cannot read weights from {path}: {e}') from e
+  for key in ('state_dict', 'model'):
+    if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+      loaded = loaded[key]
+  if not isinstance(loaded, Mapping):
+    raise ValueError(f'{path} holds a {type(loaded).__name__}, not a '
+                     'state_dict.')
+  return dict(loaded)
+
+
+def save(out: str, variables: dict, meta: dict[str, Any]) -> None:
+  """Writes `variables` and `meta` as a checkpoint `load_variables` reads."""
+  path = epath.Path(out)
+  if path.exists() and any(path.iterdir()):
+    raise ValueError(f'{out} exists and is not empty; refusing to overwrite '
+                     'it.')
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path / checkpoint.STATE, variables)
+  checkpointer.wait_until_finished()
+  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(path / checkpoint.META,
+                                                     meta)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
+  source = None if _SOURCE.value == 'auto' else _SOURCE.value
+  try:
+    state_dict = load_state_dict(_WEIGHTS.value)
+    source = source or detect_source(_MODEL.value, state_dict)
+    module, variables = from_torch(_MODEL.value, state_dict, source)
+    save(_OUT.value, variables, {
+        'model': _MODEL.value, 'source': source,
+        'num_classes': module.num_classes,
+        'weights': os.path.abspath(_WEIGHTS.value),
+        'model_kwargs': model_kwargs(_MODEL.value, source),
+        'preprocessing': preprocessing(_MODEL.value, source)})
+  except ValueError as e:
+    summary, *problems = str(e).splitlines()
+    listed = '; '.join(p.strip() for p in problems[:_MAX_LISTED])
+    more = len(problems) - _MAX_LISTED
+    raise SystemExit(
+        f'jaxcnn.convert: error: {summary} {listed}'.rstrip() +
+        (f'; ... and {more} more.' if more > 0 else '')) from None
+  print(f'Wrote {_MODEL.value} ({source}, {module.num_classes} classes) to '
+        f'{_OUT.value}.')
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['model', 'weights', 'out'])
+  app.run(main)
