@@ -4,6 +4,7 @@ Any config field can be overridden: --config.batch_size=256.
 """
 
 import logging as std_logging
+import os
 import re
 import sys
 
@@ -27,6 +28,19 @@ flags.DEFINE_integer('distributed_timeout', 300,
                      'Seconds to wait for every process to join.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# 128 + SIGTERM, what a shell reports for a process SIGTERM ended: schedulers
+# and wrappers read it as "terminated, requeue", not as a failed run.
+PREEMPTED_EXIT_CODE = 143
+DETERMINISTIC_XLA_FLAG = '--xla_gpu_deterministic_ops=true'
+
+
+def with_deterministic_flag(xla_flags: str) -> str:
+  """XLA_FLAGS plus the one that makes GPU reductions and convolutions
+  deterministic (CPUs and TPUs already are)."""
+  if DETERMINISTIC_XLA_FLAG in xla_flags.split():
+    return xla_flags
+  return f'{xla_flags} {DETERMINISTIC_XLA_FLAG}'.strip()
+
 
 def _quiet_libraries(record) -> bool:
   """Keeps the INFO chatter of orbax and tfds out of the training log."""
@@ -38,6 +52,10 @@ def _quiet_libraries(record) -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config.deterministic:
+    # Read when JAX starts its backend, which the imports below may do.
+    os.environ['XLA_FLAGS'] = with_deterministic_flag(
+        os.environ.get('XLA_FLAGS', ''))
   # Imported here so that --help is fast and errors in flags come first.
   from jaxcnn import distributed
   from jaxcnn import trainer
@@ -57,6 +75,10 @@ def main(argv):
           FileNotFoundError) as e:
     # Mistakes in the command line: one clear line, no traceback.
     raise app.UsageError(str(e)) from None
+  except FloatingPointError as e:
+    sys.exit(f'FATAL {e}')
+  except trainer.Preempted:
+    sys.exit(PREEMPTED_EXIT_CODE)
 
 
 def _parse_flags(argv):

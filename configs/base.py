@@ -64,9 +64,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.1
   config.grad_clip_norm = 0.0  # 0: no clipping.
   config.ema_decay = 0.0  # 0: no EMA; else EMA weights are also evaluated.
+  # Regex on parameter paths ('layer1_0/bn1/scale') to keep fixed, their
+  # BatchNorm statistics included; '' trains everything.
+  config.freeze = ''
 
   # Run.
   config.seed = 0
   config.init_from = config_dict.placeholder(str)  # Checkpoint to start from.
   config.progress_bar = True
+  config.deterministic = False  # Deterministic (slower) GPU kernels.
+  # A step with a non-finite loss, gradient or update: 'halt' stops the run
+  # naming it; 'skip' keeps the weights (counted in train/skipped_steps).
+  config.on_nonfinite = 'halt'
   return config

@@ -37,6 +37,10 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                       force=True)
 
+  def reached_preemption(self, step: int) -> bool:
+    """Whether any host got a preemption notice (multi-host sync point)."""
+    return self.manager.reached_preemption(step)
+
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores `step` into the shapes, dtypes and shardings of the target."""
     restored = self.manager.restore(step, args=ocp.args.Composite(

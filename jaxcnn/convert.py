@@ -8,10 +8,11 @@ CLI, writing a checkpoint that `train.py --config.init_from=DIR` accepts:
   python -m jaxcnn.convert --model=resnet50 --source=torchvision \
       --weights=resnet50.pth --out=DIR
 
-Sources: 'torchvision'; 'timm' (timm's own torch-trained weights, e.g.
-`efficientnet_b0`, `resnet50`); 'timm_tf' (timm's ports of TF weights,
-`tf_efficientnet_b*`: TF SAME padding, BatchNorm eps 1e-3). The two timm
-sources share key names, so EfficientNet timm keys need an explicit source.
+Sources: 'torchvision'; 'timm' (timm's `tf_efficientnet_b*` ports of the TF
+weights: TF SAME padding, BatchNorm eps 1e-3; and timm's `resnet*`, whose keys
+are torchvision's); 'timm_torch' (timm's own torch-trained `efficientnet_b*`:
+symmetric padding, torch BatchNorm). The timm sources share key names, so
+timm EfficientNet keys are taken as 'timm' unless told otherwise.
 """
 
 import math
@@ -35,14 +36,8 @@ from jaxcnn import models
 from jaxcnn.models import efficientnet
 from jaxcnn.models import layers
 
-SOURCES = ('torchvision', 'timm', 'timm_tf')
-
-_MODEL = flags.DEFINE_string('model', None, 'jaxcnn model name.')
-_SOURCE = flags.DEFINE_enum('source', 'auto', ('auto', *SOURCES),
-                            'Where the weights come from.')
-_WEIGHTS = flags.DEFINE_string('weights', None,
-                               '.pth or .safetensors state_dict.')
-_OUT = flags.DEFINE_string('out', None, 'New checkpoint directory.')
+SOURCES = ('torchvision', 'timm', 'timm_torch')
+FLAGS = flags.FLAGS
 
 # Problems the CLI's one-line error lists.
 _MAX_LISTED = 8
@@ -88,7 +83,6 @@ _TIMM_MBCONV = (
      'se.conv_expand': 'se_expand', 'conv_pwl': 'project_conv',
      'bn3': 'project_bn'},
 )
-assert efficientnet._B0_STAGES[0].expand_ratio == 1  # pylint: disable=protected-access
 
 
 def _mbconv(parts: tuple[dict[str, str], ...], stage_offset: int
@@ -112,7 +106,7 @@ _EFFICIENTNET_RULES: dict[str, tuple[Rule, ...]] = {
         (r'features\.8\.1', 'head_bn'),
         (r'classifier\.1', 'head'),
     ),
-    'timm': (
+    'timm_torch': (
         (r'conv_stem', 'stem_conv'),
         (r'bn1', 'stem_bn'),
         (r'blocks\.(\d)\.(\d+)\.(.+)', _mbconv(_TIMM_MBCONV, 0)),
@@ -121,7 +115,7 @@ _EFFICIENTNET_RULES: dict[str, tuple[Rule, ...]] = {
         (r'classifier', 'head'),
     ),
 }
-_EFFICIENTNET_RULES['timm_tf'] = _EFFICIENTNET_RULES['timm']
+_EFFICIENTNET_RULES['timm'] = _EFFICIENTNET_RULES['timm_torch']
 
 _TORCH_BN = {'bn_momentum': layers.TORCH_BN_MOMENTUM,
              'bn_epsilon': layers.TORCH_BN_EPSILON}
@@ -130,7 +124,7 @@ _TV_TF_BN = ('efficientnet_b5', 'efficientnet_b6', 'efficientnet_b7')
 
 
 def _efficientnet_overrides(name: str, source: str) -> dict[str, Any]:
-  if source == 'timm_tf':
+  if source == 'timm':
     return {}
   bn = {} if source == 'torchvision' and name in _TV_TF_BN else _TORCH_BN
   return {'padding': 'symmetric', **bn}
@@ -168,15 +162,15 @@ _PREPROCESSING = {
        for depth in (18, 34, 50, 101, 152)},
     **{('torchvision', f'efficientnet_b{i}'): (crop, resize, 'bicubic')
        for i, (crop, resize) in enumerate(_TV_EFFICIENTNET_SIZES)},
-    **{('timm', f'efficientnet_b{i}'): (crop, math.floor(crop / pct),
+    **{('timm_torch', f'efficientnet_b{i}'): (crop, math.floor(crop / pct),
                                         'bicubic')
        for i, (crop, pct) in enumerate(_TIMM_EFFICIENTNET)},
-    **{('timm_tf', f'efficientnet_b{i}'): (
+    **{('timm', f'efficientnet_b{i}'): (
         efficientnet.IMAGE_SIZES[f'efficientnet_b{i}'],
         math.floor(efficientnet.IMAGE_SIZES[f'efficientnet_b{i}'] / pct),
         'bicubic') for i, pct in enumerate(_TF_CROP_PCT)},
 }
-_MEAN_STD = {('timm', 'efficientnet_b1'): ((0.5,) * 3, (0.5,) * 3)}
+_MEAN_STD = {('timm_torch', 'efficientnet_b1'): ((0.5,) * 3, (0.5,) * 3)}
 
 
 def preprocessing(name: str, source: str) -> dict[str, Any]:
@@ -204,15 +198,15 @@ def _family(name: str) -> _Family:
                    f'{", ".join(convertible)}.')
 
 
-def detect_source(name: str, keys: Any) -> str:
-  """The source whose key names `keys` has; 'torchvision' when they agree."""
-  if not any(key.startswith(('conv_stem.', 'blocks.')) for key in keys):
-    return 'torchvision'
-  if name.startswith('efficientnet'):
-    raise ValueError(
-        "These are timm EfficientNet weights; pass source='timm_tf' for "
-        "timm's tf_efficientnet_* ports or 'timm' for its efficientnet_*.")
-  return 'timm'
+def detect_source(keys: Any) -> str:
+  """The source whose key names `keys` has; 'torchvision' when they agree.
+
+  timm EfficientNet keys are taken as its tf_efficientnet ports ('timm');
+  its own efficientnet_* weights need source='timm_torch'.
+  """
+  if any(key.startswith(('conv_stem.', 'blocks.')) for key in keys):
+    return 'timm'
+  return 'torchvision'
 
 
 def model_kwargs(name: str, source: str) -> dict[str, Any]:
@@ -285,7 +279,7 @@ def from_torch(name: str, state_dict: Mapping[str, Any],
       (every missing, unexpected and mis-shaped key listed in one error).
   """
   family = _family(name)
-  source = source or detect_source(name, state_dict)
+  source = source or detect_source(state_dict)
   if source not in family.rules:
     raise ValueError(f'Unknown source {source!r} for {name}. Known sources: '
                      f'{", ".join(family.rules)}.')
@@ -372,17 +366,17 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
-  source = None if _SOURCE.value == 'auto' else _SOURCE.value
+  source = None if FLAGS.source == 'auto' else FLAGS.source
   try:
-    state_dict = load_state_dict(_WEIGHTS.value)
-    source = source or detect_source(_MODEL.value, state_dict)
-    module, variables = from_torch(_MODEL.value, state_dict, source)
-    save(_OUT.value, variables, {
-        'model': _MODEL.value, 'source': source,
+    state_dict = load_state_dict(FLAGS.weights)
+    source = source or detect_source(state_dict)
+    module, variables = from_torch(FLAGS.model, state_dict, source)
+    save(FLAGS.out, variables, {
+        'model': FLAGS.model, 'source': source,
         'num_classes': module.num_classes,
-        'weights': os.path.abspath(_WEIGHTS.value),
-        'model_kwargs': model_kwargs(_MODEL.value, source),
-        'preprocessing': preprocessing(_MODEL.value, source)})
+        'weights': os.path.abspath(FLAGS.weights),
+        'model_kwargs': model_kwargs(FLAGS.model, source),
+        'preprocessing': preprocessing(FLAGS.model, source)})
   except ValueError as e:
     summary, *problems = str(e).splitlines()
     listed = '; '.join(p.strip() for p in problems[:_MAX_LISTED])
@@ -390,10 +384,21 @@ def main(argv: list[str]) -> None:
     raise SystemExit(
         f'jaxcnn.convert: error: {summary} {listed}'.rstrip() +
         (f'; ... and {more} more.' if more > 0 else '')) from None
-  print(f'Wrote {_MODEL.value} ({source}, {module.num_classes} classes) to '
-        f'{_OUT.value}.')
+  print(f'Wrote {FLAGS.model} ({source}, {module.num_classes} classes) to '
+        f'{FLAGS.out}.')
+
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program: other programs importing
+  this module may own flags of the same names."""
+  flags.DEFINE_string('model', None, 'jaxcnn model name.')
+  flags.DEFINE_enum('source', 'auto', ('auto', *SOURCES),
+                    'Where the weights come from.')
+  flags.DEFINE_string('weights', None, '.pth or .safetensors state_dict.')
+  flags.DEFINE_string('out', None, 'New checkpoint directory.')
+  flags.mark_flags_as_required(['model', 'weights', 'out'])
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['model', 'weights', 'out'])
+  _define_flags()
   app.run(main)

@@ -2,10 +2,14 @@
 
 from typing import Any
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from jaxcnn import sharding
 
 SCHEDULES = ('cosine', 'exponential', 'multistep', 'constant')
 OPTIMIZERS = ('sgd', 'rmsprop', 'adamw')
@@ -63,6 +67,15 @@ def decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def frozen_mask(tree: Any, pattern: str) -> Any:
+  """True for leaves whose path ('layer1_0/bn1/scale') matches `pattern`."""
+  if not pattern:
+    return jax.tree.map(lambda _: False, tree)
+  regex = re.compile(pattern)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: bool(regex.search(sharding.path_name(path))), tree)
+
+
 def tf_rmsprop(learning_rate: optax.ScalarOrSchedule, decay: float,
                epsilon: float, momentum: float) -> optax.GradientTransformation:
   """TensorFlow's RMSProp: square average starts at 1, eps inside the sqrt,
@@ -93,7 +106,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
         schedule, b1=config.adam_b1, b2=config.adam_b2,
         weight_decay=config.weight_decay if decoupled else 0.0,
         mask=decay_mask))
-    return optax.chain(*parts)
+    return _freeze(optax.chain(*parts), config.freeze)
   if decoupled:
     # Decay is scaled by the learning rate, like torch's SGD weight_decay.
     parts.append(optax.add_decayed_weights(config.weight_decay, decay_mask))
@@ -103,4 +116,16 @@ def create_optimizer(config: ml_collections.ConfigDict,
   else:
     parts.append(tf_rmsprop(schedule, config.rmsprop_decay,
                             config.rmsprop_epsilon, config.momentum))
-  return optax.chain(*parts)
+  return _freeze(optax.chain(*parts), config.freeze)
+
+
+def _freeze(tx: optax.GradientTransformation,
+            pattern: str) -> optax.GradientTransformation:
+  """`tx` for the parameters not matching `pattern`; the others never move."""
+  if not pattern:
+    return tx
+  def labels(params):
+    return jax.tree.map(lambda frozen: 'frozen' if frozen else 'trained',
+                        frozen_mask(params, pattern))
+  return optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()},
+                               labels)

@@ -33,7 +33,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def _path_name(path) -> str:
+def path_name(path: Sequence[Any]) -> str:
+  """'layer1_0/conv1/kernel' for a pytree key path."""
   return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
 
 
@@ -41,7 +42,7 @@ def state_shardings(mesh: Mesh, abstract_state: Any,
                     rules: Sequence[tuple[str, P]] = PARTITION_RULES) -> Any:
   """NamedShardings for every leaf of `abstract_state`, chosen by `rules`."""
   def sharding(path, _):
-    name = _path_name(path)
+    name = path_name(path)
     for pattern, spec in rules:
       if re.search(pattern, name):
         return NamedSharding(mesh, spec)

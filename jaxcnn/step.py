@@ -34,11 +34,25 @@ def _ema_update(ema: Any, new: Any, decay: jax.Array) -> Any:
   return jax.tree.map(lambda e, n: decay * e + (1.0 - decay) * n, ema, new)
 
 
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree.leaves(tree)]))
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                rng: jax.Array, learning_rate_fn: optax.Schedule,
                label_smoothing: float, l2_weight: float,
-               ema_decay: float) -> tuple[TrainState, Metrics]:
-  """One optimizer update on a (globally sharded) batch."""
+               ema_decay: float, skip_nonfinite: bool = False,
+               freeze: str = '') -> tuple[TrainState, Metrics]:
+  """One optimizer update on a (globally sharded) batch.
+
+  BatchNorm statistics whose path matches the `freeze` regex stay fixed (the
+  optimizer keeps the matching parameters fixed).
+
+  `metrics['finite']` is 0 when the loss, the gradients or the updated
+  weights are not finite; then `skip_nonfinite` keeps the old weights,
+  BatchNorm statistics, optimizer state and EMA (the step count advances).
+  """
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -51,17 +65,30 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 
   grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
       state.params)
+  if freeze:
+    batch_stats = jax.tree.map(
+        lambda frozen, old, new: old if frozen else new,
+        optim.frozen_mask(state.batch_stats, freeze), state.batch_stats,
+        batch_stats)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.ema is not None:
     # TF's ExponentialMovingAverage(num_updates=step): a short initial memory.
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     new_state = new_state.replace(ema=_ema_update(
         state.ema, new_state.variables(), decay))
+  grad_norm = optax.global_norm(grads)
+  # A huge update can overflow the weights even from finite gradients.
+  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
+            _all_finite(new_state.variables()))
+  if skip_nonfinite:
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                             new_state, state.replace(step=new_state.step))
   metrics = {
       'loss': loss,
       'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'learning_rate': learning_rate_fn(state.step),
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': grad_norm,
+      'finite': finite.astype(jnp.float32),
   }
   return new_state, metrics
 

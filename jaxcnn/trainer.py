@@ -4,7 +4,9 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -25,11 +27,23 @@ from jaxcnn.data import pipeline
 
 CONFIG_FILE = 'config.json'
 # Fields that do not change what a run computes: a resumed run may differ.
-_COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir'})
+# (`on_nonfinite` changes nothing until a step diverges: resuming a halted run
+# with 'skip' is the way on.)
+_COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir',
+                              'deterministic', 'on_nonfinite'})
 
 
 class ConfigMismatchError(ValueError):
   """The workdir holds a run with another config."""
+
+
+class Preempted(Exception):
+  """SIGTERM (or another host's preemption) stopped the run after it saved a
+  checkpoint at `step`; rerunning the same command resumes there."""
+
+  def __init__(self, step: int):
+    super().__init__(f'Preempted at step {step}: checkpoint saved, exiting')
+    self.step = step
 
 
 def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
@@ -65,9 +79,43 @@ def _fetch(records: list[dict[str, Any]]) -> list[dict[str, float]]:
   return [{k: float(v) for k, v in r.items()} for r in jax.device_get(records)]
 
 
-def _mean(records: list[dict[str, Any]]) -> dict[str, float]:
-  records = _fetch(records)
-  return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
+def _check_finite(records: list[dict[str, float]], last_step: int) -> None:
+  """Raises naming the first non-finite step; `records` end at `last_step`."""
+  for i, record in enumerate(records):
+    if not record['finite']:
+      step = last_step - len(records) + 1 + i
+      raise FloatingPointError(
+          f'Non-finite loss or gradient at step {step}; the checkpoints hold '
+          'only earlier, finite steps. Lower --config.learning_rate (or set '
+          '--config.grad_clip_norm) and start again in a new --workdir, or '
+          'rerun the same command with --config.on_nonfinite=skip to resume '
+          'from the last checkpoint, skipping such steps.')
+
+
+def _summarise(records: list[dict[str, float]],
+               count_skipped: bool) -> dict[str, float]:
+  """Means over the finite steps; with `count_skipped`, the number of others."""
+  finite = [r for r in records if r['finite']]
+  summary = {k: float(np.mean([r[k] for r in finite or records]))
+             for k in records[0] if k != 'finite'}
+  if count_skipped:
+    summary['skipped_steps'] = float(len(records) - len(finite))
+  return summary
+
+
+def _stop_on_sigterm() -> tuple[threading.Event, Any]:
+  """An event set by SIGTERM, and the handler it replaced.
+
+  None when no handler was installed: off the main thread, where Python
+  cannot handle signals, and in a multi-process run, where JAX's preemption
+  service owns SIGTERM and `reached_preemption` stops every process at the
+  same step (a local stop would leave the others waiting in collectives).
+  """
+  event = threading.Event()
+  if (jax.process_count() > 1 or
+      threading.current_thread() is not threading.main_thread()):
+    return event, None
+  return event, signal.signal(signal.SIGTERM, lambda *_: event.set())
 
 
 def evaluate(eval_fn, variables: dict, data: pipeline.InputPipeline,
@@ -107,6 +155,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   _check_workdir_config(workdir, config)
   num_classes = (datasets.get_spec(config.dataset).num_classes
                  if config.num_classes < 0 else config.num_classes)
+  if config.on_nonfinite not in ('halt', 'skip'):
+    raise ValueError(f"--config.on_nonfinite={config.on_nonfinite!r} is not "
+                     "'halt' or 'skip'.")
   model = models.from_config(config, num_classes)
   data = pipeline.create(config, model.in_channels,
                          process_index=jax.process_index(),
@@ -154,7 +205,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       functools.partial(step_lib.train_step, rng=dropout_rng,
                         learning_rate_fn=schedule,
                         label_smoothing=config.label_smoothing,
-                        l2_weight=l2_weight, ema_decay=config.ema_decay),
+                        l2_weight=l2_weight, ema_decay=config.ema_decay,
+                        skip_nonfinite=config.on_nonfinite == 'skip',
+                        freeze=config.freeze),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_fn = jax.jit(functools.partial(step_lib.eval_step,
@@ -191,33 +244,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       restored_meta.get('pending_train_metrics', []) if start_step else [])
   last_log = (time.perf_counter(), start_step)
   results: dict[str, float] = {}
-  for step in range(start_step + 1, total_steps + 1):
-    batch = sharding.global_batch(next(batches), batch_sharding)
-    state, step_metrics = train_step(state, batch)
-    pending.append(step_metrics)
+  sigterm, previous_handler = _stop_on_sigterm()
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      batch = sharding.global_batch(next(batches), batch_sharding)
+      state, step_metrics = train_step(state, batch)
+      pending.append(step_metrics)
+      if progress is not None:
+        progress.update(1)
+      # On every host at once when any of them got the signal (Orbax's sync
+      # point, with the jax.distributed preemption service).
+      preempted = step < total_steps and (
+          sigterm.is_set() or checkpointer.reached_preemption(step))
+      is_log = step % config.log_every_steps == 0 or step == total_steps
+      is_eval = step % eval_every == 0 or step == total_steps
+      is_save = (step % config.checkpoint_every_steps == 0 or
+                 step == total_steps or preempted)
+      if is_log or is_eval or is_save:
+        # The host waits here anyway; never evaluate or save a diverged run.
+        pending = _fetch(pending)
+        if config.on_nonfinite == 'halt':
+          _check_finite(pending, step)
+      if is_log:
+        train_metrics = {f'train/{k}': v for k, v in _summarise(
+            pending, config.on_nonfinite == 'skip').items()}
+        pending = []
+        now = time.perf_counter()
+        speed = {'train/images_per_sec': (step - last_log[1]) *
+                 config.batch_size / (now - last_log[0])}
+        last_log = (now, step)
+        writer.write(step, train_metrics, wall_clock=speed)
+        metrics_lib.log(step, total_steps, {**train_metrics, **speed})
+      if is_eval:
+        results = run_eval(step)
+      if is_save:
+        # A copy: the async save serialises it while the loop appends.
+        checkpointer.save(step, state, {**meta, 'step': step,
+                                        'pending_train_metrics': list(pending)})
+      if preempted:
+        checkpointer.wait()
+        logging.info('Preempted at step %d: checkpoint saved, exiting', step)
+        raise Preempted(step)
+    if start_step == total_steps:
+      results = run_eval(total_steps)
+  finally:
+    if previous_handler is not None:
+      signal.signal(signal.SIGTERM, previous_handler)
     if progress is not None:
-      progress.update(1)
-    if step % config.log_every_steps == 0 or step == total_steps:
-      train_metrics = {f'train/{k}': v for k, v in _mean(pending).items()}
-      pending = []
-      now = time.perf_counter()
-      speed = {'train/images_per_sec': (step - last_log[1]) *
-               config.batch_size / (now - last_log[0])}
-      last_log = (now, step)
-      writer.write(step, train_metrics, wall_clock=speed)
-      metrics_lib.log(step, total_steps, {**train_metrics, **speed})
-    if step % eval_every == 0 or step == total_steps:
-      results = run_eval(step)
-    if step % config.checkpoint_every_steps == 0 or step == total_steps:
-      pending = _fetch(pending)
-      # A copy: the async save serialises it while the loop appends.
-      checkpointer.save(step, state, {**meta, 'step': step,
-                                      'pending_train_metrics': list(pending)})
-  if progress is not None:
-    progress.close()
-  if start_step == total_steps:
-    results = run_eval(total_steps)
-  checkpointer.wait()
-  checkpointer.close()
-  writer.close()
+      progress.close()
+    # Also on an error: a started save of an earlier, good step completes.
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
   return results

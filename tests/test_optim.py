@@ -1,5 +1,6 @@
 """Schedules, weight-decay masks and the TF-style RMSProp update."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -102,3 +103,20 @@ def test_unknown_optimizer_and_schedule_are_named():
     optim.create_optimizer(_config(optimizer='lamb'), optax.constant_schedule(1))
   with pytest.raises(ValueError, match='schedule.*cosine'):
     optim.learning_rate_schedule(_config(schedule='linear'), 10)
+
+
+def test_freeze_keeps_matching_parameters_fixed():
+  params = {'conv1': {'kernel': jnp.ones((3, 3, 1, 2))},
+            'layer1_0': {'bn1': {'scale': jnp.ones(2)}},
+            'head': {'kernel': jnp.ones((2, 3)), 'bias': jnp.ones(3)}}
+  assert optim.frozen_mask(params, r'^(conv1|layer1_)') == {
+      'conv1': {'kernel': True}, 'layer1_0': {'bn1': {'scale': True}},
+      'head': {'kernel': False, 'bias': False}}
+  config = _config(freeze=r'^(conv1|layer1_)', warmup_epochs=0.0)
+  tx = optim.create_optimizer(config, optim.learning_rate_schedule(config, 10))
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(new['conv1']['kernel'], params['conv1']['kernel'])
+  np.testing.assert_array_equal(new['layer1_0']['bn1']['scale'], 1.0)
+  assert float(new['head']['kernel'][0, 0]) < 1.0

@@ -1,0 +1,168 @@
+"""Reliability: reproducible runs, SIGKILL and SIGTERM mid-run, divergence."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import train
+from configs import quickstart
+from jaxcnn import checkpoint
+from jaxcnn import metrics
+from jaxcnn import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Long enough (about 10 s) for a signal to land mid-run.
+RUN = dict(num_steps=300, checkpoint_every_steps=50, progress_bar=False)
+# The learning rate jumps from 0.1 to 1e29 at step 7, whose weights are still
+# finite (huge); every later step overflows.
+DIVERGING = dict(num_steps=20, checkpoint_every_steps=2, log_every_steps=5,
+                 warmup_epochs=0.0, schedule='multistep',
+                 lr_boundaries_epochs=(0.25,), lr_decay_rate=1e30,
+                 keep_checkpoints=20, progress_bar=False)
+
+
+def _config(data_dir, **overrides):
+  config = quickstart.get_config()
+  config.update(dict(data_dir=data_dir, **overrides))
+  return config
+
+
+def _flags(data_dir, workdir, overrides):
+  return ['--config=configs/quickstart.py', f'--workdir={workdir}',
+          f'--config.data_dir={data_dir}',
+          *(f'--config.{k}={v}' for k, v in overrides.items())]
+
+
+def _start(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.Popen([sys.executable, 'train.py', *args], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _run(*args):
+  proc = _start(*args)
+  _, stderr = proc.communicate(timeout=300)
+  return proc.returncode, stderr
+
+
+def _steps(workdir):
+  """Finished checkpoints: Orbax renames `<step>.orbax-checkpoint-tmp...`."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def _start_and_signal(sig, workdir, args):
+  """Starts train.py and sends `sig` once its first checkpoint is on disk."""
+  proc = _start(*args)
+  deadline = time.monotonic() + 120
+  while not _steps(workdir) and time.monotonic() < deadline:
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.05)
+  assert proc.poll() is None, 'the run ended before the signal'
+  proc.send_signal(sig)
+  _, stderr = proc.communicate(timeout=120)
+  return proc.returncode, stderr
+
+
+def _params(path):
+  return jax.tree.leaves(checkpoint.load_variables(path)[0]['params'])
+
+
+def _assert_same_run(a, b):
+  for x, y in zip(_params(a), _params(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+  with open(os.path.join(a, metrics.METRICS_FILE)) as f, open(
+      os.path.join(b, metrics.METRICS_FILE)) as g:
+    assert f.read() == g.read()
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  trainer.train_and_evaluate(_config(data_dir, **RUN), workdir)
+  assert _steps(workdir)[-1] == 300
+  return workdir
+
+
+def test_same_seed_gives_identical_metrics_and_bitwise_parameters(
+    digits_config, tmp_path):
+  digits_config.num_steps = 15
+  runs = [str(tmp_path / 'a'), str(tmp_path / 'b')]
+  for workdir in runs:
+    trainer.train_and_evaluate(digits_config, workdir)
+  _assert_same_run(*runs)
+  assert len(metrics.read_metrics(runs[0])) == 4  # Logs at 5, 10, 15; eval.
+
+
+def test_deterministic_adds_the_gpu_flag_once():
+  flag = '--xla_gpu_deterministic_ops=true'
+  assert train.with_deterministic_flag('') == flag
+  assert (train.with_deterministic_flag('--xla_dump_to=/d') ==
+          f'--xla_dump_to=/d {flag}')
+  assert train.with_deterministic_flag(flag) == flag
+
+
+def test_sigkill_then_rerun_ends_bitwise_like_an_uninterrupted_run(
+    data_dir, tmp_path, uninterrupted):
+  # deterministic=True also checks that XLA accepts the flag on a CPU.
+  args = _flags(data_dir, tmp_path, dict(RUN, deterministic=True))
+  code, _ = _start_and_signal(signal.SIGKILL, tmp_path, args)
+  assert code == -signal.SIGKILL
+  assert 0 < _steps(tmp_path)[-1] < 300
+  code, stderr = _run(*args)
+  assert code == 0, stderr[-3000:]
+  assert 'Resuming from the checkpoint at step' in stderr
+  _assert_same_run(uninterrupted, str(tmp_path))
+
+
+def test_sigterm_saves_the_current_step_and_rerun_ends_bitwise(
+    data_dir, tmp_path, uninterrupted):
+  args = _flags(data_dir, tmp_path, RUN)
+  code, stderr = _start_and_signal(signal.SIGTERM, tmp_path, args)
+  assert code == train.PREEMPTED_EXIT_CODE, stderr[-3000:]
+  step = _steps(tmp_path)[-1]
+  assert f'Preempted at step {step}: checkpoint saved, exiting' in stderr
+  assert 0 < step < 300
+  code, stderr = _run(*args)
+  assert code == 0, stderr[-3000:]
+  assert f'Resuming from the checkpoint at step {step}.' in stderr
+  _assert_same_run(uninterrupted, str(tmp_path))
+
+
+def test_divergence_halts_naming_the_step_and_keeps_finite_checkpoints(
+    data_dir, tmp_path):
+  code, stderr = _run(*_flags(data_dir, tmp_path, DIVERGING))
+  assert code == 1
+  assert ('FATAL Non-finite loss or gradient at step 8; the checkpoints hold '
+          'only earlier, finite steps.') in stderr
+  assert 'Traceback' not in stderr
+  assert _steps(tmp_path) == [2, 4, 6]
+  for step in (2, 4, 6):
+    assert all(np.isfinite(p).all()
+               for p in _params(f'{tmp_path}/checkpoints/{step}'))
+
+
+def test_skip_leaves_the_weights_of_nonfinite_steps_unchanged(
+    data_dir, tmp_path):
+  workdir = str(tmp_path)
+  trainer.train_and_evaluate(
+      _config(data_dir, on_nonfinite='skip', **DIVERGING), workdir)
+  skipped = [r['train/skipped_steps'] for r in metrics.read_metrics(workdir)
+             if 'train/loss' in r]
+  assert skipped == [0, 3, 5, 5]  # Steps 8 to 20.
+  assert _steps(workdir) == list(range(2, 22, 2))
+  for step in _steps(workdir):
+    assert all(np.isfinite(p).all()
+               for p in _params(f'{workdir}/checkpoints/{step}'))
+  for x, y in zip(_params(f'{workdir}/checkpoints/8'), _params(workdir),
+                  strict=True):
+    np.testing.assert_array_equal(x, y)
