@@ -56,8 +56,9 @@ class Checkpointer:
     self.manager.close()
 
 
-def _find_step_dir(path: epath.Path) -> epath.Path:
+def _find_step_dir(path: str) -> epath.Path:
   """Accepts a workdir, a checkpoints dir, or a single step's dir."""
+  path = epath.Path(os.path.expanduser(path))
   if (path / STATE).exists():
     return path
   if (path / 'checkpoints').exists():
@@ -71,9 +72,17 @@ def _find_step_dir(path: epath.Path) -> epath.Path:
   return steps[-1][1]
 
 
+def load_meta(path: str) -> dict[str, Any]:
+  """The JSON meta of a checkpoint (see load_variables for `path`)."""
+  step_dir = _find_step_dir(path)
+  if not (step_dir / META).exists():
+    return {}
+  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / META)
+
+
 def load_variables(path: str) -> tuple[dict, dict]:
   """`{'params', 'batch_stats'}` (host numpy) and the meta of a checkpoint."""
-  step_dir = _find_step_dir(epath.Path(os.path.expanduser(path)))
+  step_dir = _find_step_dir(path)
   checkpointer = ocp.StandardCheckpointer()
   metadata = checkpointer.metadata(step_dir / STATE).item_metadata
   device = jax.local_devices()[0]
@@ -82,11 +91,10 @@ def load_variables(path: str) -> tuple[dict, dict]:
                                      sharding=jax.sharding.SingleDeviceSharding(
                                          device)), metadata)
   state = checkpointer.restore(step_dir / STATE, target)
-  meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-      step_dir / META) if (step_dir / META).exists() else {}
   return ({'params': jax.tree.map(np.asarray, state['params']),
            'batch_stats': jax.tree.map(np.asarray,
-                                       state.get('batch_stats', {}))}, meta)
+                                       state.get('batch_stats', {}))},
+          load_meta(path))
 
 
 def merge_pretrained(fresh: dict, pretrained: dict,

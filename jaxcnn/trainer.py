@@ -145,6 +145,14 @@ def _initial_variables(config, model, mesh, init_rng):
   return variables
 
 
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The config's model; with `init_from`, set up as those weights need
+  (e.g. torchvision EfficientNet padding), unless model_kwargs say otherwise."""
+  needs = (checkpoint.load_meta(config.init_from).get('model_kwargs', {})
+           if config.init_from else {})
+  return models.from_config(config, num_classes, defaults=needs)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming its latest checkpoint if any.
@@ -158,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if config.on_nonfinite not in ('halt', 'skip'):
     raise ValueError(f"--config.on_nonfinite={config.on_nonfinite!r} is not "
                      "'halt' or 'skip'.")
-  model = models.from_config(config, num_classes)
+  model = build_model(config, num_classes)
   data = pipeline.create(config, model.in_channels,
                          process_index=jax.process_index(),
                          process_count=jax.process_count())

@@ -12,6 +12,7 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 import torch
 
+from configs import efficientnet_b0
 from configs import finetune_digits
 from jaxcnn import checkpoint
 from jaxcnn import convert
@@ -250,3 +251,20 @@ def test_finetuning_a_converted_resnet18_on_digits(data_dir, tmp_path):
                                 variables['params']['conv1']['kernel'])
   assert not np.array_equal(tuned['params']['layer4_1']['conv2']['kernel'],
                             variables['params']['layer4_1']['conv2']['kernel'])
+
+
+def test_init_from_sets_the_model_up_as_the_weights_need(tmp_path):
+  state_dict = _TV('efficientnet_b0')().state_dict()
+  _, variables = convert.from_torch('efficientnet_b0', state_dict,
+                                    'torchvision')
+  out = str(tmp_path / 'converted')
+  convert.save(out, variables, {'model': 'efficientnet_b0', 'model_kwargs':
+                                convert.model_kwargs('efficientnet_b0',
+                                                     'torchvision')})
+  config = efficientnet_b0.get_config()
+  config.init_from = out
+  model = trainer.build_model(config, num_classes=10)
+  assert (model.padding, model.bn_epsilon, model.num_classes) == (
+      'symmetric', 1e-5, 10)
+  config.init_from = None
+  assert trainer.build_model(config, num_classes=10).padding == 'same'

@@ -41,9 +41,11 @@ def create(name: str, *, num_classes: int = 1000, **overrides: Any) -> nn.Module
   return module.clone(**overrides) if overrides else module
 
 
-def from_config(config: Any, num_classes: int) -> nn.Module:
+def from_config(config: Any, num_classes: int,
+                defaults: dict[str, Any] | None = None) -> nn.Module:
   """The model a train config describes: `model`, `half_precision` (bf16
-  compute, float32 parameters) and extra `model_kwargs`."""
+  compute, float32 parameters) and extra `model_kwargs`, which override the
+  field `defaults` (e.g. what converted weights need)."""
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   return create(config.model, num_classes=num_classes, dtype=dtype,
-                **config.model_kwargs.to_dict())
+                **{**(defaults or {}), **config.model_kwargs.to_dict()})
