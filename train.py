@@ -60,6 +60,7 @@ def main(argv):
   from jaxcnn import distributed
   from jaxcnn import trainer
   from jaxcnn.data import datasets
+  import jax
   import tensorflow as tf
 
   # tf.data must not take the accelerators JAX uses.
@@ -67,7 +68,9 @@ def main(argv):
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id, FLAGS.distributed_timeout,
                          auto=FLAGS.distributed)
-  logging.set_verbosity(logging.INFO)
+  # Every process computes the same metrics: process 0 logs for all of them.
+  logging.set_verbosity(logging.INFO if jax.process_index() == 0
+                        else logging.WARNING)
   logging.get_absl_handler().addFilter(_quiet_libraries)
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)

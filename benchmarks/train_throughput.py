@@ -1,44 +1,77 @@
-"""Train-step speed of a model on synthetic data already on the device.
+"""Train-step speed of a jaxcnn model and of its PyTorch peer, same device.
 
-  python -m benchmarks.train_throughput --model=efficientnet_b0 --batch=8
+  python -m benchmarks.train_throughput --model=resnet50 --batch=256 --steps=50
 
 Uses the model's recipe from configs/ (optimizer, weight decay, EMA, label
-smoothing) and the real jitted train step; reports compile time and the
-median step time and images/s over the timed steps. Imports no TensorFlow.
+smoothing) and the real jitted train step on synthetic data already on the
+device. Per dtype (float32, bfloat16) it reports compile time, the median step
+time and images/s over the timed steps (after warm-up, device synchronised),
+peak device memory, the step's FLOPs from XLA's cost analysis of the step
+before optimisation (lowered for the CPU), and the model FLOP utilisation
+(MFU): achieved FLOP/s over the device's peak, measured by timing chained
+square matmuls in the same dtype (n = 8192 on accelerators, 1024 on CPU).
+Then the same network, batch, resolution and optimizer in torchvision/timm
+(benchmarks/torch_peer.py) and the ratio jaxcnn / peer.
+
+Each measurement runs in a fresh process (--isolate) so its peak memory is its
+own and neither framework holds device memory while the other runs. Imports
+no TensorFlow.
 """
 
+import concurrent.futures
+import datetime
 import functools
 import importlib
-import json
+import importlib.metadata
+import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import time
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from benchmarks import report as report_lib
 from jaxcnn import models
 from jaxcnn import optim
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
 
+DTYPES = ('float32', 'bfloat16')
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model', 'resnet50', 'Registered model name.')
-flags.DEFINE_string('recipe', '', 'Config module in configs/ (default: the '
-                    "model's own recipe if there is one, else base).")
-flags.DEFINE_integer('batch', 256, 'Global batch size.')
-flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
-flags.DEFINE_integer('steps', 20, 'Timed steps.')
-flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-flags.DEFINE_bool('bf16', False, 'bfloat16 compute (half_precision).')
-flags.DEFINE_string('json_out', '', 'Also write the results here as JSON.')
 
 
-def _recipe(model: str, recipe: str):
+def _define_flags() -> None:
+  """Only when run as a script: the module is also a library."""
+  flags.DEFINE_string('model', 'resnet50', 'Registered model name.')
+  flags.DEFINE_string('recipe', '', 'Config module in configs/ (default: the '
+                      "model's own recipe if there is one, else base).")
+  flags.DEFINE_integer('batch', 256, 'Global batch size.')
+  flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
+  flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
+  flags.DEFINE_integer('steps', 20, 'Timed steps.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_enum('dtype', 'both', ('both', *DTYPES),
+                    'Compute dtype (bfloat16: bf16 compute, float32 weights; '
+                    'the peer uses bf16 autocast).')
+  flags.DEFINE_enum('peer', 'torch', ('torch', 'none'),
+                    'Reference to compare with.')
+  flags.DEFINE_enum('peer_compile', 'auto', ('auto', 'on', 'off'),
+                    'torch.compile the peer: auto falls back to eager.')
+  flags.DEFINE_bool('isolate', True, 'Run each measurement in a new process.')
+  flags.DEFINE_string('json_out', '', 'Also write the report here as JSON.')
+
+
+def _recipe(model: str, recipe: str) -> tuple[ml_collections.ConfigDict, str]:
   configs_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                              'configs')
   name = recipe or (model if os.path.exists(
@@ -49,9 +82,64 @@ def _recipe(model: str, recipe: str):
   return config, name
 
 
-def measure(config, batch: int, steps: int, warmup: int) -> dict:
-  """Compile time and per-step times of the real train step."""
-  model = models.from_config(config, num_classes=1000)
+def step_flops(stage: Any) -> float:
+  """FLOPs of one call by XLA's cost analysis of a jax Lowered or Compiled
+  stage (a dict, a list with one dict per computation in older jax, or None
+  where unavailable)."""
+  analysis = stage.cost_analysis()
+  if isinstance(analysis, dict):
+    analysis = [analysis]
+  return float(sum(a.get('flops', 0.0) for a in analysis or []))
+
+
+def model_flops(fn: Callable[..., Any], *args: Any) -> float:
+  """FLOPs of fn(*args) by XLA's cost analysis of the unoptimised program
+  lowered for the CPU: the GPU's analysis counts no convolutions."""
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  specs = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
+  return step_flops(jax.jit(fn).lower(*specs))
+
+
+def peak_memory(compiled: Any, device: jax.Device) -> tuple[int, str]:
+  """Peak device memory in bytes, and where the figure comes from."""
+  stats = device.memory_stats()
+  if stats and 'peak_bytes_in_use' in stats:
+    return int(stats['peak_bytes_in_use']), 'device.memory_stats()'
+  # CPU keeps no allocator statistics: the executable's own buffers.
+  memory = compiled.memory_analysis()
+  return (memory.argument_size_in_bytes + memory.output_size_in_bytes -
+          memory.alias_size_in_bytes + memory.temp_size_in_bytes,
+          'compiled.memory_analysis(): arguments + outputs - donated + temp')
+
+
+def measured_peak_flops(dtype: Any, size: int = 0, chain: int = 8,
+                        repeats: int = 5) -> tuple[float, str]:
+  """FLOP/s of the fastest of `repeats` runs of `chain` dependent `size`^2
+  matmuls in `dtype` on the default device (size 0: 8192, or 1024 on CPU),
+  and that description."""
+  size = size or (1024 if jax.devices()[0].platform == 'cpu' else 8192)
+  x_key, w_key = jax.random.split(jax.random.PRNGKey(0))
+  x = jax.random.normal(x_key, (size, size), dtype)
+  # Unit-variance columns keep the chained products' scale constant.
+  w = jax.random.normal(w_key, (size, size), dtype) * size**-0.5
+  matmuls = jax.jit(
+      lambda x, w: jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x))
+  jax.block_until_ready(matmuls(x, w))
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(matmuls(x, w))
+    best = min(best, time.perf_counter() - start)
+  return (2 * size**3 * chain / best,
+          f'fastest of {repeats} runs of {chain} chained {size}x{size} '
+          f'{jnp.dtype(dtype).name} matmuls')
+
+
+def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
+            warmup: int, num_classes: int = 1000) -> dict[str, Any]:
+  """Compile time, median step time, FLOPs and memory of the real step."""
+  model = models.from_config(config, num_classes=num_classes)
   shape = (config.image_size, config.image_size, model.in_channels)
   mesh = sharding.create_mesh()
   schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
@@ -65,14 +153,15 @@ def measure(config, batch: int, steps: int, warmup: int) -> dict:
   rng = np.random.RandomState(0)
   data = sharding.global_batch(
       {'image': rng.normal(size=(batch, *shape)).astype(np.float32),
-       'label': rng.randint(0, 1000, size=batch).astype(np.int32)},
+       'label': rng.randint(0, num_classes, size=batch).astype(np.int32)},
       sharding.batch_sharding(mesh))
   l2 = config.weight_decay if config.weight_decay_mode == 'l2' else 0.0
+  step_fn = functools.partial(
+      step_lib.train_step, rng=jax.random.PRNGKey(1), learning_rate_fn=schedule,
+      label_smoothing=config.label_smoothing, l2_weight=l2,
+      ema_decay=config.ema_decay)
   train_step = jax.jit(
-      functools.partial(step_lib.train_step, rng=jax.random.PRNGKey(1),
-                        learning_rate_fn=schedule,
-                        label_smoothing=config.label_smoothing, l2_weight=l2,
-                        ema_decay=config.ema_decay),
+      step_fn,
       in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=0)
@@ -80,8 +169,8 @@ def measure(config, batch: int, steps: int, warmup: int) -> dict:
   compiled = train_step.lower(state, data).compile()
   compile_s = time.perf_counter() - start
   for _ in range(warmup):
-    state, metrics = compiled(state, data)
-  jax.block_until_ready(metrics)
+    state, _ = compiled(state, data)
+  jax.block_until_ready(state)
   times = []
   for _ in range(steps):
     start = time.perf_counter()
@@ -89,9 +178,124 @@ def measure(config, batch: int, steps: int, warmup: int) -> dict:
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
-  return {'compile_s': compile_s, 'step_s': step_s,
+  memory, memory_source = peak_memory(compiled, jax.devices()[0])
+  return {'parameters': sum(p.size for p in jax.tree.leaves(state.params)),
+          'compile_s': compile_s, 'step_s': step_s,
           'images_per_s': batch / step_s,
+          'flops_per_step': model_flops(step_fn, state, data),
+          'peak_memory_bytes': memory, 'memory_source': memory_source,
           'loss': float(metrics['loss'])}
+
+
+def utilisation(flops_per_step: float, step_s: float,
+                peak_flops_per_s: float) -> dict[str, float]:
+  achieved = flops_per_step / step_s
+  return {'achieved_flops_per_s': achieved, 'mfu': achieved / peak_flops_per_s}
+
+
+def _jax_run(config: ml_collections.ConfigDict, batch: int, steps: int,
+             warmup: int, num_classes: int) -> dict[str, Any]:
+  """measure() with the device, its measured peak and the MFU."""
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  peak, peak_matmul = measured_peak_flops(dtype)
+  result = measure(config, batch, steps, warmup, num_classes)
+  device = jax.devices()[0]
+  return {**result, 'peak_flops_per_s': peak, 'peak_matmul': peak_matmul,
+          **utilisation(result['flops_per_step'], result['step_s'], peak),
+          'platform': device.platform,
+          'device': f'{device.platform}: {device.device_kind}',
+          'devices': jax.device_count()}
+
+
+def _torch_run(config: ml_collections.ConfigDict, batch: int, steps: int,
+               warmup: int, num_classes: int, jax_platform: str,
+               compile_mode: str) -> dict[str, Any]:
+  """The torch peer's measurement, or {'skipped': why}."""
+  from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  try:
+    return torch_peer.measure(config, batch, steps, warmup,
+                              num_classes=num_classes,
+                              jax_platform=jax_platform,
+                              compile_mode=compile_mode)
+  except torch_peer.PeerUnavailable as e:
+    return {'skipped': str(e)}
+
+
+def _call(isolate: bool, fn: Callable[..., dict], *args: Any) -> dict:
+  """fn(*args), in a new process if `isolate`."""
+  if not isolate:
+    return fn(*args)
+  context = multiprocessing.get_context('spawn')
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+    return pool.submit(fn, *args).result()
+
+
+def run(config: ml_collections.ConfigDict, dtype: str, batch: int, steps: int,
+        warmup: int, *, num_classes: int = 1000, peer: str = 'torch',
+        peer_compile: str = 'auto', isolate: bool = True) -> dict[str, Any]:
+  """jaxcnn and (unless peer='none') its torch peer in `dtype`, and the
+  ratio of their images/s. The peer's MFU counts the jaxcnn step's FLOPs."""
+  config = config.copy_and_resolve_references()
+  config.half_precision = dtype == 'bfloat16'
+  config.batch_size = batch  # The learning rate scales with it.
+  ours = _call(isolate, _jax_run, config, batch, steps, warmup, num_classes)
+  _progress(f'jaxcnn {dtype}', ours)
+  result = {'dtype': dtype, 'jaxcnn': ours}
+  if peer == 'none':
+    return result
+  theirs = _call(isolate, _torch_run, config, batch, steps, warmup,
+                 num_classes, ours['platform'], peer_compile)
+  _progress(f'torch {dtype}', theirs)
+  if 'skipped' not in theirs:
+    theirs.update(utilisation(ours['flops_per_step'], theirs['step_s'],
+                              ours['peak_flops_per_s']))
+    result['ratio'] = ours['images_per_s'] / theirs['images_per_s']
+  result['peer'] = theirs
+  return result
+
+
+def _progress(label: str, result: dict[str, Any]) -> None:
+  """One line on stderr as each measurement ends: long runs show progress."""
+  print(f'{label}: ' + ', '.join(
+      f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+      for k, v in result.items()), file=sys.stderr, flush=True)
+
+
+def _mib(value: int | None) -> str:
+  return '-' if value is None else f'{value / 2**20:.0f}'
+
+
+def table(report: dict[str, Any]) -> str:
+  """The report's figures, one line per dtype and framework."""
+  lines = ['dtype     who     mode      compile_s  step_ms  images/s  '
+           'peak_MiB  GFLOP/step  TFLOP/s  MFU     ratio']
+  for row in report['results']:
+    flops = row['jaxcnn']['flops_per_step']
+    for who, result in (('jaxcnn', row['jaxcnn']), ('torch', row.get('peer'))):
+      if result is None:
+        continue
+      if 'skipped' in result:
+        lines.append(f'{row["dtype"]:<9} {who:<7} skipped: {result["skipped"]}')
+        continue
+      compile_s = result.get('compile_s', result.get('first_step_s'))
+      ratio = row.get('ratio') if who == 'jaxcnn' else None
+      ratio = '' if ratio is None else f'{ratio:.2f}'
+      lines.append(
+          f'{row["dtype"]:<9} {who:<7} {result.get("peer_mode", "jit"):<9} '
+          f'{compile_s:9.1f}  {result["step_s"] * 1e3:7.1f}  '
+          f'{result["images_per_s"]:8.1f}  '
+          f'{_mib(result["peak_memory_bytes"]):>8}  {flops / 1e9:10.2f}  '
+          f'{result["achieved_flops_per_s"] / 1e12:7.3f}  '
+          f'{result["mfu"]:.3f}  {ratio}')
+  lines.append('compile_s: jaxcnn lower + compile; torch: its first step '
+               '(compilation included). ratio: jaxcnn / torch images/s.')
+  return '\n'.join(lines)
+
+
+def _versions() -> dict[str, str]:
+  return {'python': platform.python_version(),
+          **{name: importlib.metadata.version(name)
+             for name in ('jax', 'jaxlib', 'flax', 'optax')}}
 
 
 def main(argv):
@@ -99,22 +303,31 @@ def main(argv):
   config, recipe = _recipe(FLAGS.model, FLAGS.recipe)
   if FLAGS.image_size:
     config.image_size = FLAGS.image_size
-  config.half_precision = FLAGS.bf16
-  results = measure(config, FLAGS.batch, FLAGS.steps, FLAGS.warmup)
-  device = jax.devices()[0]
+  load_before = os.getloadavg()
+  dtypes = DTYPES if FLAGS.dtype == 'both' else (FLAGS.dtype,)
+  results = [run(config, dtype, FLAGS.batch, FLAGS.steps, FLAGS.warmup,
+                 num_classes=FLAGS.num_classes, peer=FLAGS.peer,
+                 peer_compile=FLAGS.peer_compile, isolate=FLAGS.isolate)
+             for dtype in dtypes]
+  first = results[0]['jaxcnn']
   report = {
+      'command': 'python -m benchmarks.train_throughput ' +
+                 ' '.join(sys.argv[1:]),
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
       'model': FLAGS.model, 'recipe': recipe, 'batch': FLAGS.batch,
-      'image_size': config.image_size,
-      'dtype': 'bfloat16' if FLAGS.bf16 else 'float32',
-      'device': f'{device.platform}: {device.device_kind}',
-      'devices': jax.device_count(), 'cpu': platform.processor() or
-      platform.machine(), 'cores': os.cpu_count(), 'jax': jax.__version__,
-      **results}
-  print(json.dumps(report, indent=2))
-  if FLAGS.json_out:
-    with open(FLAGS.json_out, 'w') as f:
-      json.dump(report, f, indent=2)
+      'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
+      'steps': FLAGS.steps, 'warmup': FLAGS.warmup,
+      'device': first['device'], 'devices': first['devices'],
+      'cpu': platform.processor() or platform.machine(),
+      'cores': os.cpu_count(), 'isolated': FLAGS.isolate,
+      # 1-minute load averages: other processes on the host slow the runs.
+      'load_average_before_after': [load_before[0], os.getloadavg()[0]],
+      **_versions(), 'results': results}
+  report_lib.emit(report, FLAGS.json_out)
+  print(table(report))
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

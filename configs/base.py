@@ -31,6 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.randaugment_num_layers = 2
   config.randaugment_magnitude = 10.0
   config.shuffle_buffer = 16_384
+  # The train split is read as this many disjoint, separately shuffled shards
+  # that fill equal parts of every batch, each process reading an equal share
+  # of them. -1: one per process. A fixed count gives the same batches on any
+  # number of processes that divides it.
+  config.data_shards = -1
 
   # Durations.
   config.batch_size = 1024  # Global, over all devices and processes.

@@ -1,20 +1,89 @@
 """Orbax checkpoints of the train state, and initialising from one.
 
 Layout: WORKDIR/checkpoints/<step>/{state,meta}: `state` is the TrainState
-pytree, `meta` a JSON dict (model name, data position, ...).
+pytree, `meta` a JSON dict (model name, data position, ...) that also holds a
+checksum of every array of `state`, verified on restore.
 """
 
+import contextlib
 import logging
 import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 STATE = 'state'
 META = 'meta'
+CHECKSUMS = 'checksums'
+# What a finished step holds besides the array data (Orbax writes a step under
+# a temporary name and renames it when complete, so a step that was being
+# written when the process died is never listed).
+_REQUIRED_FILES = ('_CHECKPOINT_METADATA', f'{STATE}/_METADATA',
+                   f'{META}/metadata')
+CORRUPT_SUFFIX = '.corrupt'
+
+
+class CorruptCheckpointError(ValueError):
+  """A checkpoint step whose files are missing or do not match its checksums."""
+
+
+def _path_name(path: tuple) -> str:
+  """'params/conv1/kernel' for a TrainState attribute or a plain dict alike."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(
+      k, 'idx', k)))) for k in path)
+
+
+def _as_uint32(x: jax.Array) -> jax.Array:
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  if x.dtype.itemsize >= 4:  # 8-byte values become pairs of words.
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)
+  unsigned = jnp.uint16 if x.dtype.itemsize == 2 else jnp.uint8
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(leaves: list[jax.Array]) -> list[jax.Array]:
+  """Two position-weighted sums mod 2**32 of each array's bits: any single
+  flipped bit changes the first (its weights are odd). Integer sums do not
+  depend on how the array is sharded."""
+  results = []
+  for leaf in leaves:
+    words = _as_uint32(leaf).ravel()
+    index = jnp.arange(words.size, dtype=jnp.uint32)
+    odd = index * 2 + 1
+    results.append(jnp.stack([
+        jnp.sum(words * odd * jnp.uint32(0x9E3779B1)),
+        jnp.sum((words ^ (words >> 15)) * (odd * jnp.uint32(0x85EBCA6B)))]))
+  return results
+
+
+def array_checksums(tree: Any) -> dict[str, str]:
+  """A checksum per array of `tree`, by path name."""
+  with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+  sums = jax.device_get(_fingerprints([leaf for _, leaf in with_paths]))
+  return {_path_name(path): f'{int(a):08x}{int(b):08x}'
+          for (path, _), (a, b) in zip(with_paths, sums)}
+
+
+def verify(tree: Any, expected: dict[str, str], where: str) -> None:
+  """Raises CorruptCheckpointError naming the arrays whose data changed."""
+  actual = array_checksums(tree)
+  wrong = [name for name in actual if name in expected and
+           actual[name] != expected[name]]
+  missing = [name for name in actual if name not in expected]
+  if wrong or missing:
+    raise CorruptCheckpointError(
+        f'{where}: ' + '; '.join(
+            ([f'checksum mismatch in {", ".join(wrong)}'] if wrong else []) +
+            ([f'no checksum for {", ".join(missing)}'] if missing else [])))
 
 
 class Checkpointer:
@@ -28,11 +97,10 @@ class Checkpointer:
             max_to_keep=keep, enable_async_checkpointing=True, create=True),
         item_names=(STATE, META))
 
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Starts an async save of `state` at `step` (returns before it is done)."""
+    """Starts an async save of `state` at `step` (returns before it is done);
+    `meta` gets the checksums of the arrays of `state`."""
+    meta = {**meta, CHECKSUMS: array_checksums(state)}
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                       force=True)
@@ -42,11 +110,51 @@ class Checkpointer:
     return self.manager.reached_preemption(step)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """Restores `step` into the shapes, dtypes and shardings of the target."""
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        meta=ocp.args.JsonRestore()))
-    return restored[STATE], restored[META]
+    """Restores `step` into the shapes, dtypes and shardings of the target.
+
+    Raises CorruptCheckpointError if a file is missing, unreadable or holds
+    other data than was saved.
+    """
+    step_dir = self.directory / str(step)
+    missing = [f for f in _REQUIRED_FILES if not (step_dir / f).exists()]
+    if missing:
+      raise CorruptCheckpointError(f'{step_dir}: missing {", ".join(missing)}')
+    with _reading(step_dir):
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          meta=ocp.args.JsonRestore()))
+    meta = restored[META]
+    if not isinstance(meta, dict) or CHECKSUMS not in meta:
+      raise CorruptCheckpointError(f'{step_dir}: its meta has no checksums')
+    verify(restored[STATE], meta[CHECKSUMS], str(step_dir))
+    return restored[STATE], meta
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest intact step, or None if there is none.
+
+    Corrupt steps, newest first, are logged and set aside as
+    `<step>.corrupt` (kept for inspection, never deleted).
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return (step, *self.restore(step, abstract_state))
+      except CorruptCheckpointError as e:
+        self._set_aside(step, e)
+    return None
+
+  def _set_aside(self, step: int, error: CorruptCheckpointError) -> None:
+    step_dir = self.directory / str(step)
+    aside = self.directory / f'{step}{CORRUPT_SUFFIX}'
+    copies = 1
+    while aside.exists():
+      aside = self.directory / f'{step}{CORRUPT_SUFFIX}-{copies}'
+      copies += 1
+    if jax.process_index() == 0:
+      step_dir.rename(aside)
+    multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+    self.manager.reload()
+    logging.warning('Checkpoint step %d is corrupt and was moved to %s; '
+                    'falling back to an earlier step. %s', step, aside, error)
 
   def wait(self) -> None:
     """Blocks until pending saves are durable."""
@@ -56,9 +164,22 @@ class Checkpointer:
     self.manager.close()
 
 
+@contextlib.contextmanager
+def _reading(step_dir: epath.Path):
+  """Turns the errors of reading damaged files into CorruptCheckpointError."""
+  try:
+    yield
+  except Exception as e:  # TensorStore reports them as a bare Exception.
+    first_line = (str(e).splitlines() or [type(e).__name__])[0]
+    raise CorruptCheckpointError(
+        f'{step_dir}: unreadable ({first_line[:200]})') from e
+
+
 def _find_step_dir(path: str) -> epath.Path:
   """Accepts a workdir, a checkpoints dir, or a single step's dir."""
-  path = epath.Path(os.path.expanduser(path))
+  if '://' not in path:
+    path = os.path.abspath(os.path.expanduser(path))  # Orbax needs it.
+  path = epath.Path(path)
   if (path / STATE).exists():
     return path
   if (path / 'checkpoints').exists():
@@ -80,21 +201,32 @@ def load_meta(path: str) -> dict[str, Any]:
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / META)
 
 
-def load_variables(path: str) -> tuple[dict, dict]:
-  """`{'params', 'batch_stats'}` (host numpy) and the meta of a checkpoint."""
+def load_variables(path: str, use_ema: bool = False) -> tuple[dict, dict]:
+  """`{'params', 'batch_stats'}` (host numpy; with `use_ema`, their moving
+  averages) and the meta of a checkpoint, verified against its checksums."""
   step_dir = _find_step_dir(path)
   checkpointer = ocp.StandardCheckpointer()
-  metadata = checkpointer.metadata(step_dir / STATE).item_metadata
-  device = jax.local_devices()[0]
-  target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                     sharding=jax.sharding.SingleDeviceSharding(
-                                         device)), metadata)
-  state = checkpointer.restore(step_dir / STATE, target)
-  return ({'params': jax.tree.map(np.asarray, state['params']),
-           'batch_stats': jax.tree.map(np.asarray,
-                                       state.get('batch_stats', {}))},
-          load_meta(path))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  with _reading(step_dir):
+    metadata = checkpointer.metadata(step_dir / STATE).item_metadata
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        metadata)
+    state = checkpointer.restore(step_dir / STATE, target)
+    meta = load_meta(path)
+  if use_ema and not state.get('ema'):
+    raise ValueError(f'{path} holds no EMA weights (its run had ema_decay=0); '
+                     'drop --use_ema.')
+  source = state['ema'] if use_ema else state
+  variables = {'params': source['params'],
+               'batch_stats': source.get('batch_stats', {})}
+  if CHECKSUMS in meta:
+    verify({'ema': variables} if use_ema else variables, meta[CHECKSUMS],
+           str(step_dir))
+  else:
+    logging.warning('%s has no checksums: its arrays are not verified.',
+                    step_dir)
+  return jax.tree.map(np.asarray, variables), meta
 
 
 def merge_pretrained(fresh: dict, pretrained: dict,

@@ -358,8 +358,9 @@ def save(out: str, variables: dict, meta: dict[str, Any]) -> None:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path / checkpoint.STATE, variables)
   checkpointer.wait_until_finished()
-  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(path / checkpoint.META,
-                                                     meta)
+  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
+      path / checkpoint.META,
+      {**meta, checkpoint.CHECKSUMS: checkpoint.array_checksums(variables)})
 
 
 def main(argv: list[str]) -> None:

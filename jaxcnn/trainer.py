@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -33,6 +34,10 @@ _COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir',
                               'deterministic', 'on_nonfinite'})
 
 
+class WorkdirError(ValueError):
+  """The workdir cannot be created or written."""
+
+
 class ConfigMismatchError(ValueError):
   """The workdir holds a run with another config."""
 
@@ -44,6 +49,18 @@ class Preempted(Exception):
   def __init__(self, step: int):
     super().__init__(f'Preempted at step {step}: checkpoint saved, exiting')
     self.step = step
+
+
+def _check_writable(workdir: str) -> None:
+  """Creates `workdir`, or says why it cannot be written (before any work)."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    reason = e.strerror or str(e)
+    raise WorkdirError(f'Cannot write to --workdir={workdir} ({reason}); '
+                       'choose a writable directory.') from None
 
 
 def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
@@ -64,8 +81,10 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
           'Resume it with the same config, or pass a new --workdir to start '
           'a fresh run.')
   if jax.process_index() == 0:
-    with open(path, 'w') as f:
+    # Replaced in one step: the other processes may be reading it right now.
+    with open(f'{path}.tmp', 'w') as f:
       json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(f'{path}.tmp', path)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -159,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   Returns the final evaluation metrics (also the last metrics.jsonl record).
   """
-  os.makedirs(workdir, exist_ok=True)
+  _check_writable(workdir)
   _check_workdir_config(workdir, config)
   num_classes = (datasets.get_spec(config.dataset).num_classes
                  if config.num_classes < 0 else config.num_classes)
@@ -189,22 +208,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   checkpointer = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                          config.keep_checkpoints)
-  start_step = checkpointer.latest_step()
   image_shape = (config.image_size, config.image_size, model.in_channels)
   abstract_state = jax.eval_shape(lambda: make_state(
       state_lib.initial_variables(model, init_rng, image_shape)))
   state_sharding = sharding.state_shardings(mesh, abstract_state)
-  restored_meta = {}
-  if start_step is None:
+  restored = checkpointer.restore_latest(jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract_state, state_sharding))
+  if restored is None:
     variables = _initial_variables(config, model, mesh, init_rng)
     state = jax.jit(make_state, out_shardings=state_sharding)(variables)
-    start_step = 0
+    start_step, restored_meta = 0, {}
   else:
+    start_step, state, restored_meta = restored
     logging.info('Resuming from the checkpoint at step %d.', start_step)
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract_state, state_sharding)
-    state, restored_meta = checkpointer.restore(start_step, target)
 
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)

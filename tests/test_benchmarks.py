@@ -1,13 +1,98 @@
 """The benchmark scripts run (2 steps, CI-sized); no timing is asserted."""
 
+import functools
+
+import jax
+import pytest
+
 from benchmarks import train_throughput
+from jaxcnn import models
+from jaxcnn import state as state_lib
+
+_JAX_FIELDS = {'parameters', 'compile_s', 'step_s', 'images_per_s',
+               'flops_per_step', 'peak_memory_bytes', 'memory_source', 'loss',
+               'peak_flops_per_s', 'peak_matmul', 'achieved_flops_per_s',
+               'mfu', 'platform', 'device', 'devices'}
 
 
-def test_train_throughput_measures_the_real_step():
+def _check_sane(result: dict) -> None:
+  assert result['step_s'] > 0 and result['images_per_s'] > 0
+  assert 0 < result['loss'] < 20
+  assert 0 < result['mfu'] < 1.5
+
+
+@pytest.mark.parametrize('dtype', train_throughput.DTYPES)
+def test_train_throughput_measures_the_real_step(dtype):
   config, recipe = train_throughput._recipe('lenet5', '')
   assert recipe == 'base'
   config.image_size = 32
-  results = train_throughput.measure(config, batch=4, steps=2, warmup=1)
-  assert set(results) == {'compile_s', 'step_s', 'images_per_s', 'loss'}
-  assert results['step_s'] > 0 and results['images_per_s'] > 0
-  assert 0 < results['loss'] < 20
+  row = train_throughput.run(config, dtype, batch=4, steps=2, warmup=1,
+                             num_classes=10, isolate=False)
+  ours = row['jaxcnn']
+  assert set(ours) == _JAX_FIELDS
+  _check_sane(ours)
+  assert ours['flops_per_step'] > 0 and ours['peak_memory_bytes'] > 0
+  assert ours['peak_flops_per_s'] > 0 and ours['platform'] == 'cpu'
+  assert dtype in ours['peak_matmul']
+  # LeNet-5 has no torchvision/timm counterpart.
+  assert row['peer'] == {
+      'skipped': "no torchvision/timm reference for 'lenet5'"}
+  assert 'ratio' not in row
+  assert 'skipped' in train_throughput.table({'results': [row]})
+
+
+def test_torch_peer_trains_the_same_network_and_is_compared():
+  pytest.importorskip('torch')
+  # ResNet-18 on CIFAR-10 keeps the ImageNet network: so does the peer.
+  config, _ = train_throughput._recipe('resnet18', 'resnet18_cifar10')
+  assert config.image_size == 32
+  row = train_throughput.run(config, 'float32', batch=2, steps=2, warmup=0,
+                             num_classes=10, peer_compile='off',
+                             isolate=False)
+  peer = row['peer']
+  assert peer['peer_model'] == 'torchvision resnet18'
+  assert peer['parameters'] == row['jaxcnn']['parameters'] == 11_181_642
+  assert peer['peer_mode'] == 'eager' and peer['peer_device'] == 'cpu'
+  _check_sane(peer)
+  assert row['ratio'] == pytest.approx(
+      row['jaxcnn']['images_per_s'] / peer['images_per_s'])
+  lines = train_throughput.table({'results': [row]}).splitlines()
+  assert [line.split()[:3] for line in lines[1:3]] == [
+      ['float32', 'jaxcnn', 'jit'], ['float32', 'torch', 'eager']]
+
+
+def test_efficientnet_peer_is_timm_tf_port_with_recipe_optimizer():
+  torch = pytest.importorskip('torch')
+  from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  config, _ = train_throughput._recipe('efficientnet_b0', '')
+  name, build = torch_peer.reference(config, 10)
+  assert name == 'timm tf_efficientnet_b0'
+  model = build(10)
+  assert type(model.conv_stem).__name__ == 'Conv2dSame'
+  ours = jax.eval_shape(functools.partial(
+      state_lib.initial_variables, models.from_config(config, 10),
+      image_shape=(224, 224, 3)), jax.random.PRNGKey(0))['params']
+  assert (sum(p.size for p in jax.tree.leaves(ours)) ==
+          sum(p.numel() for p in model.parameters()))
+  tx = torch_peer.optimizer(config, model)
+  assert isinstance(tx, torch.optim.RMSprop)
+  assert tx.defaults['alpha'] == 0.9 and tx.defaults['momentum'] == 0.9
+  decayed, plain = tx.param_groups
+  assert all(p.ndim > 1 for p in decayed['params'])
+  assert plain['weight_decay'] == 0.0
+  config.model_kwargs.padding = 'symmetric'
+  assert torch_peer.reference(config, 10)[0] == 'torchvision efficientnet_b0'
+
+
+def test_input_throughput_runs_the_real_train_pipeline():
+  from benchmarks import input_throughput  # pylint: disable=g-import-not-at-top
+  config = input_throughput._recipe('resnet50')
+  config.image_size = 32
+  config.batch_size = 4
+  jpegs = input_throughput.generated_jpegs(4)
+  assert all(j[:2] == b'\xff\xd8' for j in jpegs)  # JPEG start-of-image.
+  result = input_throughput.measure(config, jpegs, threads=1, batches=2,
+                                    warmup_batches=1)
+  assert result['batch_shape'] == [4, 32, 32, 3]
+  assert result['images_per_s'] == result['images_per_s_per_core'] > 0
+  assert input_throughput.cores_needed(7000, 300) == 24

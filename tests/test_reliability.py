@@ -1,6 +1,10 @@
-"""Reliability: reproducible runs, SIGKILL and SIGTERM mid-run, divergence."""
+"""Reliability: reproducible runs, SIGKILL and SIGTERM mid-run, corrupt
+checkpoints, divergence."""
 
+import glob
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +140,81 @@ def test_sigterm_saves_the_current_step_and_rerun_ends_bitwise(
   assert code == 0, stderr[-3000:]
   assert f'Resuming from the checkpoint at step {step}.' in stderr
   _assert_same_run(uninterrupted, str(tmp_path))
+
+
+def test_sigkill_while_a_checkpoint_is_written_never_resumes_from_it(
+    data_dir, tmp_path, uninterrupted):
+  args = _flags(data_dir, tmp_path, RUN)
+  proc = _start(*args)
+  directory = tmp_path / 'checkpoints'
+  writing = []
+  try:
+    # Orbax writes a step as `<step>.orbax-checkpoint-tmp-<id>`, renamed when
+    # complete: kill the process the moment one appears.
+    while not writing and proc.poll() is None:
+      writing = [n for n in (os.listdir(directory) if directory.exists()
+                             else []) if 'tmp' in n]
+    proc.kill()
+  finally:
+    proc.communicate(timeout=60)
+  assert writing, 'the run ended before a checkpoint was caught being written'
+  in_progress = int(writing[0].split('.')[0])
+  assert in_progress not in _steps(tmp_path)
+  code, stderr = _run(*args)
+  assert code == 0, stderr[-3000:]
+  assert f'Resuming from the checkpoint at step {in_progress}.' not in stderr
+  _assert_same_run(uninterrupted, str(tmp_path))
+
+
+def _data_files(step_dir):
+  return sorted(glob.glob(f'{step_dir}/state/ocdbt.process_0/d/*'),
+                key=os.path.getsize)
+
+
+def _flip_a_byte(step_dir):
+  path = _data_files(step_dir)[-1]
+  with open(path, 'r+b') as f:
+    data = bytearray(f.read())
+    data[len(data) // 2] ^= 0x10
+    f.seek(0)
+    f.write(data)
+
+
+def _truncate(step_dir):
+  path = _data_files(step_dir)[-1]
+  os.truncate(path, os.path.getsize(path) // 2)
+
+
+CORRUPTIONS = {
+    'flipped byte': (_flip_a_byte, 'checksum mismatch in'),
+    'truncated file': (_truncate, 'unreadable'),
+    'missing file': (lambda d: os.remove(_data_files(d)[-1]), 'unreadable'),
+    'missing array metadata': (lambda d: os.remove(f'{d}/state/_METADATA'),
+                               'missing state/_METADATA'),
+    'missing meta': (lambda d: shutil.rmtree(f'{d}/meta'),
+                     'missing meta/metadata'),
+}
+
+
+@pytest.mark.parametrize('corruption', CORRUPTIONS)
+def test_corrupt_latest_checkpoint_is_set_aside_and_the_run_falls_back(
+    corruption, data_dir, tmp_path, uninterrupted, caplog):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted, workdir)
+  damage, reason = CORRUPTIONS[corruption]
+  original = sorted(os.listdir(f'{workdir}/checkpoints/300'))
+  damage(f'{workdir}/checkpoints/300')
+  with caplog.at_level(logging.INFO):
+    trainer.train_and_evaluate(_config(data_dir, **RUN), workdir)
+  assert ('Checkpoint step 300 is corrupt and was moved to '
+          f'{workdir}/checkpoints/300.corrupt') in caplog.text
+  assert reason in caplog.text
+  assert 'Resuming from the checkpoint at step 250.' in caplog.text
+  # Kept for inspection with what was left of it; a new step 300 was written.
+  kept = sorted(os.listdir(f'{workdir}/checkpoints/300.corrupt'))
+  assert set(kept) <= set(original) and len(kept) >= len(original) - 1
+  assert _steps(workdir)[-1] == 300
+  _assert_same_run(uninterrupted, workdir)
 
 
 def test_divergence_halts_naming_the_step_and_keeps_finite_checkpoints(

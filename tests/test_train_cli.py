@@ -55,3 +55,21 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
   assert 'tfds build imagenet2012' in result.stderr
   assert '--config.dataset=digits --config.image_size=64' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('where', ['under a file', 'read-only filesystem'])
+def test_unwritable_workdir_exits_with_one_clear_error(where, data_dir,
+                                                       tmp_path):
+  blocker = tmp_path / 'notes.txt'
+  blocker.write_text('keep me')
+  # /sys refuses new entries even to root, for whom permission bits do not.
+  workdir = (f'{blocker}/run' if where == 'under a file'
+             else '/sys/jaxcnn_unwritable_run')
+  result = _train('--config=configs/quickstart.py', f'--workdir={workdir}',
+                  f'--config.data_dir={data_dir}')
+  assert result.returncode != 0
+  assert f'Cannot write to --workdir={workdir}' in result.stderr
+  assert 'choose a writable directory' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert blocker.read_text() == 'keep me'
+  assert not os.path.exists(workdir)

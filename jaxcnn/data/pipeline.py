@@ -1,9 +1,12 @@
 """Train and eval input pipelines: per-process shards of a tfds dataset.
 
-Train is an endless stream of per-epoch seeded shuffles. An example's
-augmentation seed is derived from its position in that stream, so the batch
-at step N is a pure function of (config, N): a resumed run skips the examples
-it has seen (before decoding them) and continues with identical batches.
+Train is read as `data_shards` disjoint shards (default one per process), each
+an endless stream of per-epoch seeded shuffles filling its own rows of every
+batch. An example's augmentation seed is derived from its shard and position
+in that stream, so the batch at step N is a pure function of (config, N,
+shard count): a resumed run skips the examples it has seen (before decoding
+them) and continues with identical batches, and with a fixed `data_shards`
+any process count that divides it sees the same global batches.
 Eval visits every example exactly once, padding the last batch with
 `mask == 0` examples.
 """
@@ -32,11 +35,12 @@ def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
   return int(builder.as_dataset(split=split).cardinality())
 
 
-def _local_batch(global_batch: int, process_count: int, what: str) -> int:
-  if global_batch % process_count:
-    raise ValueError(f'{what} ({global_batch}) must be divisible by the number'
-                     f' of processes ({process_count}).')
-  return global_batch // process_count
+def _divide(total: int, parts: int, what: str,
+            parts_name: str = 'the number of processes') -> int:
+  if total % parts:
+    raise ValueError(f'{what} ({total}) must be divisible by {parts_name} '
+                     f'({parts}).')
+  return total // parts
 
 
 def _check_choice(value: str, choices: tuple[str, ...], field: str) -> None:
@@ -66,24 +70,32 @@ class InputPipeline:
     if config.augment != 'none' and self.model_channels != 3:
       raise ValueError(f'--config.augment={config.augment} needs RGB images; '
                        f'{config.model} takes {self.model_channels} channel(s).')
-    self.train_split = tfds.split_for_jax_process(
-        self.spec.train_split, process_index=self.process_index,
-        process_count=self.process_count)
+    shards = (config.data_shards if config.data_shards > 0
+              else self.process_count)
+    per_process = _divide(shards, self.process_count, '--config.data_shards')
+    self.train_splits = {
+        shard: tfds.split_for_jax_process(
+            self.spec.train_split, process_index=shard, process_count=shards)
+        for shard in range(self.process_index * per_process,
+                           (self.process_index + 1) * per_process)}
     self.eval_split = tfds.split_for_jax_process(
         self.spec.eval_split, process_index=self.process_index,
         process_count=self.process_count)
-    self.local_train_examples = _num_examples(self.builder, self.train_split)
+    self.shard_examples = {shard: _num_examples(self.builder, split)
+                           for shard, split in self.train_splits.items()}
+    self.local_train_examples = sum(self.shard_examples.values())
     self.local_eval_examples = _num_examples(self.builder, self.eval_split)
-    self.train_examples = self.local_train_examples * self.process_count
-    self.local_batch = _local_batch(config.batch_size, self.process_count,
-                                    '--config.batch_size')
-    self.local_eval_batch = _local_batch(config.eval_batch_size,
-                                         self.process_count,
-                                         '--config.eval_batch_size')
+    self.train_examples = _num_examples(self.builder, self.spec.train_split)
+    self.local_batch = _divide(config.batch_size, self.process_count,
+                               '--config.batch_size')
+    self.shard_batch = _divide(config.batch_size, shards, '--config.batch_size',
+                               'the number of data shards')
+    self.local_eval_batch = _divide(config.eval_batch_size, self.process_count,
+                                    '--config.eval_batch_size')
 
   @property
   def steps_per_epoch(self) -> int:
-    return max(1, self.local_train_examples // self.local_batch)
+    return max(1, self.train_examples // self.config.batch_size)
 
   @property
   def eval_steps(self) -> int:
@@ -149,12 +161,12 @@ class InputPipeline:
             'label': tf.cast(example['label'], tf.int32),
             'mask': tf.constant(1.0)}
 
-  def train_dataset(self, start_step: int = 0) -> tf.data.Dataset:
-    """Batches from global step `start_step` on, forever."""
-    examples = self.local_train_examples
-    base_seed = self.config.seed * 65_536 + self.process_index
+  def _shard_batches(self, shard: int, start_step: int) -> tf.data.Dataset:
+    """The rows of `shard` in every batch from global step `start_step` on."""
+    examples = self.shard_examples[shard]
+    base_seed = self.config.seed * 65_536 + shard
     buffer = min(examples, self.config.shuffle_buffer)
-    raw = self._read(self.train_split)
+    raw = self._read(self.train_splits[shard])
 
     def epoch(index):
       shuffled = raw.shuffle(buffer, seed=base_seed * 1_000_003 + index,
@@ -164,11 +176,22 @@ class InputPipeline:
                                                 p]))
       return tf.data.Dataset.zip(seeds, shuffled)
 
-    first = start_step * self.local_batch
+    first = start_step * self.shard_batch
     ds = tf.data.Dataset.range(first // examples, 2**62).flat_map(epoch)
     ds = ds.skip(first % examples)
     ds = ds.map(self._train_example, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(self.local_batch, drop_remainder=True)
+    return ds.batch(self.shard_batch, drop_remainder=True)
+
+  def train_dataset(self, start_step: int = 0) -> tf.data.Dataset:
+    """This process's rows of the batches from global step `start_step` on,
+    forever."""
+    parts = [self._shard_batches(shard, start_step)
+             for shard in self.train_splits]
+    ds = parts[0]
+    if len(parts) > 1:
+      ds = tf.data.Dataset.zip(tuple(parts)).map(
+          lambda *rows: tf.nest.map_structure(
+              lambda *x: tf.concat(x, axis=0), *rows))
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def eval_dataset(self) -> tf.data.Dataset:

@@ -1,0 +1,307 @@
+"""Top-k predictions of a trained or converted model, behind predict.py.
+
+Image files get the evaluation preprocessing of the model (the functions the
+eval pipeline uses); `.npy` files hold already preprocessed float images,
+`[N, H, W, C]` or one `[H, W, C]`.
+"""
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Sequence, TextIO
+
+from etils import epath
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxcnn import checkpoint
+from jaxcnn import models
+from jaxcnn.data import datasets
+from jaxcnn.data import preprocess
+
+# trainer.CONFIG_FILE; the trainer is not imported, it pulls in TensorBoard.
+CONFIG_FILE = 'config.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """Centre crop of `crop_fraction` of the short side, resized to
+  `image_size`, normalised with the per-channel `mean`/`std` (0-255 scale)."""
+  image_size: int
+  crop_fraction: float
+  interpolation: str
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  """The `top_k` classes of one image, most probable first."""
+  input: str
+  classes: list[int]
+  probabilities: list[float]
+  names: list[str] | None = None
+
+
+class Predictor:
+  """A model with its weights and evaluation preprocessing."""
+
+  def __init__(self, name: str, model: nn.Module, variables: dict,
+               preprocessing: Preprocessing | None,
+               class_names: Sequence[str] | None = None):
+    self.name = name
+    self.model = model
+    self.variables = jax.device_put(variables)
+    self.preprocessing = preprocessing  # None: the checkpoint records none.
+    self.class_names = class_names
+    self._probabilities = jax.jit(self._softmax)
+
+  def _softmax(self, variables: dict, images: jax.Array) -> jax.Array:
+    logits = self.model.apply(variables, images, train=False)
+    return jax.nn.softmax(logits.astype(jnp.float32))
+
+  def load_image(self, path: str) -> np.ndarray:
+    """The `[H, W, C]` model input of an image file."""
+    prep = self.preprocessing
+    if prep is None:
+      raise ValueError(f'{path}: the checkpoint records no preprocessing for '
+                       'images; pass preprocessed .npy batches instead.')
+    try:
+      with open(path, 'rb') as f:
+        encoded = tf.constant(f.read())
+      image = preprocess.center_crop(
+          encoded, size=prep.image_size, channels=self.model.in_channels,
+          method=prep.interpolation, crop_fraction=prep.crop_fraction)
+    except OSError as e:
+      raise ValueError(f'{path}: cannot read it ({e.strerror}).') from None
+    except tf.errors.OpError as e:
+      # Without TF's '{{function_node ...}}' prefix and '[Op:...]' suffix.
+      reason = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message).strip()
+      raise ValueError(f'{path}: not a readable image ({reason}).') from None
+    return preprocess.normalize(image, prep.mean, prep.std).numpy()
+
+  def check_batch(self, images: np.ndarray, path: str) -> None:
+    """Raises a one-line ValueError naming `path` unless the model takes
+    `images`."""
+    if not np.issubdtype(images.dtype, np.floating):
+      raise ValueError(f'{path}: holds {images.dtype} values; expected a '
+                       'preprocessed float batch.')
+    if images.ndim and not len(images):
+      raise ValueError(f'{path}: holds no images (shape {images.shape}).')
+    try:
+      jaxpr = jax.make_jaxpr(self._softmax)(
+          self.variables, jax.ShapeDtypeStruct(images.shape, jnp.float32))
+      fits = not _has_empty_values(jaxpr.jaxpr)
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, ValueError) and 'expects images of shape' in str(e):
+        # layers.check_images: the model says what it takes.
+        raise ValueError(f'{path}: {e}') from None
+      fits = False  # E.g. a head whose input size is that of training.
+    if not fits:
+      size = self.preprocessing and self.preprocessing.image_size
+      hw = f'{size}, {size}' if size else 'height, width'
+      raise ValueError(
+          f'{path}: {self.name} cannot take images of shape {images.shape} '
+          f'(too small, or a size its head does not fit); expected [batch, '
+          f'{hw}, {self.model.in_channels}].')
+
+  def probabilities(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class probabilities `[N, classes]` of `images` `[N, H, W, C]`."""
+    batch_size = min(batch_size, len(images))
+    out = []
+    for start in range(0, len(images), batch_size):
+      batch = images[start:start + batch_size]
+      padded = np.zeros((batch_size, *batch.shape[1:]), np.float32)
+      padded[:len(batch)] = batch  # One compilation for every batch.
+      out.append(np.asarray(self._probabilities(self.variables,
+                                                padded))[:len(batch)])
+    return np.concatenate(out)
+
+
+def _has_empty_values(jaxpr: Any) -> bool:
+  """Whether any value computed in `jaxpr` (or a nested one) has a zero-size
+  dimension: an image too small for a model's convolutions and pools leaves
+  empty feature maps, whose mean is NaN rather than an error."""
+  for eqn in jaxpr.eqns:
+    if any(0 in getattr(v.aval, 'shape', ()) for v in eqn.outvars):
+      return True
+    for param in eqn.params.values():
+      for inner in param if isinstance(param, (tuple, list)) else (param,):
+        inner = getattr(inner, 'jaxpr', inner)  # A ClosedJaxpr's Jaxpr.
+        if hasattr(inner, 'eqns') and _has_empty_values(inner):
+          return True
+  return False
+
+
+def _train_config(path: str, meta: dict) -> ml_collections.ConfigDict:
+  """The config.json of the run that wrote the checkpoint at `path`."""
+  directory = epath.Path(path)
+  for candidate in (directory, directory.parent, directory.parent.parent):
+    file = candidate / CONFIG_FILE
+    if file.exists():
+      config = ml_collections.ConfigDict(json.loads(file.read_text()))
+      if config.model == meta.get('model'):
+        return config
+  raise FileNotFoundError(
+      f'No {CONFIG_FILE} of the {meta.get("model")} run at {path}: '
+      'pass a training workdir (or one of its checkpoints) or a checkpoint '
+      'written by jaxcnn.convert.')
+
+
+def _init_from_kwargs(path: str, config: ml_collections.ConfigDict
+                      ) -> dict[str, Any]:
+  """The model fields the run took from its `init_from` weights, as
+  trainer.build_model does."""
+  if not config.init_from:
+    return {}
+  try:
+    return checkpoint.load_meta(config.init_from).get('model_kwargs', {})
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+        f'{path} was fine-tuned from {config.init_from}, whose model fields '
+        f'it needs: {e}') from None
+
+
+def _class_names(config: ml_collections.ConfigDict,
+                 num_classes: int) -> list[str] | None:
+  try:
+    builder = tfds.builder(datasets.get_spec(config.dataset).tfds_name,
+                           data_dir=config.data_dir)
+    names = builder.info.features['label'].names
+  except Exception:  # pylint: disable=broad-except
+    return None  # Names are a nicety: indices identify the classes.
+  return list(names) if len(names) == num_classes else None
+
+
+def load(path: str, use_ema: bool = False) -> Predictor:
+  """The model of a training workdir or checkpoint, or of a checkpoint
+  written by `python -m jaxcnn.convert`."""
+  if '://' not in path:
+    path = os.path.abspath(os.path.expanduser(path))  # Orbax needs it.
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(f'No checkpoint at {path}: it does not exist.')
+  meta = checkpoint.load_meta(path)
+  if 'model' not in meta:
+    raise ValueError(f'{path} names no model: it was not written by train.py '
+                     'or jaxcnn.convert.')
+  if 'preprocessing' in meta:  # Converted weights.
+    model = models.create(meta['model'], num_classes=meta['num_classes'],
+                          **meta.get('model_kwargs', {}))
+    prep = meta['preprocessing']
+    preprocessing = None
+    if prep:
+      mean, std = preprocess.channel_statistics(
+          [255 * m for m in prep['mean']], [255 * s for s in prep['std']],
+          model.in_channels)
+      preprocessing = Preprocessing(
+          prep['crop_size'], prep['crop_size'] / prep['resize_size'],
+          prep['interpolation'], mean, std)
+    names = None
+  else:
+    config = _train_config(path, meta)
+    model = models.from_config(config, meta['num_classes'],
+                               defaults=_init_from_kwargs(path, config))
+    mean, std = preprocess.channel_statistics(
+        datasets.get_spec(config.dataset).mean,
+        datasets.get_spec(config.dataset).std, model.in_channels)
+    preprocessing = Preprocessing(config.image_size, config.eval_crop_fraction,
+                                  config.interpolation, mean, std)
+    names = _class_names(config, meta['num_classes'])
+  variables = checkpoint.load_variables(path, use_ema)[0]
+  return Predictor(meta['model'], model, variables, preprocessing, names)
+
+
+def load_inputs(predictor: Predictor, paths: Sequence[str]
+                ) -> tuple[list[str], list[np.ndarray]]:
+  """(names, checked `[N, H, W, C]` float32 arrays), one per file; a batch
+  file's images are named `FILE[i]`."""
+  names, arrays = [], []
+  for path in paths:
+    if path.lower().endswith('.npy'):
+      try:
+        images = np.load(path, allow_pickle=False)
+      except (OSError, ValueError) as e:
+        raise ValueError(f'{path}: cannot read it as .npy ({e}).') from None
+      if images.ndim == 3:
+        images = images[None]
+      predictor.check_batch(images, path)
+      names += ([path] if len(images) == 1 else
+                [f'{path}[{i}]' for i in range(len(images))])
+    else:
+      images = predictor.load_image(path)[None]
+      names.append(path)
+    arrays.append(images.astype(np.float32))
+  return names, arrays
+
+
+def predict(predictor: Predictor, arrays: Sequence[np.ndarray],
+            batch_size: int = 64) -> np.ndarray:
+  """Class probabilities `[sum N, classes]` of `load_inputs` arrays, in
+  order; arrays of one image size share batches."""
+  out: list[Any] = [None] * len(arrays)
+  for shape in {a.shape[1:] for a in arrays}:
+    indices = [i for i, a in enumerate(arrays) if a.shape[1:] == shape]
+    probabilities = predictor.probabilities(
+        np.concatenate([arrays[i] for i in indices]), batch_size)
+    ends = np.cumsum([len(arrays[i]) for i in indices])
+    for i, part in zip(indices, np.split(probabilities, ends[:-1])):
+      out[i] = part
+  return np.concatenate(out)
+
+
+def top_k(names: Sequence[str], probabilities: np.ndarray, k: int,
+          class_names: Sequence[str] | None = None) -> list[Prediction]:
+  """The `k` most probable classes of each image."""
+  order = np.argsort(-probabilities, axis=-1, kind='stable')[:, :k]
+  return [Prediction(
+      name, [int(c) for c in classes], [float(p[c]) for c in classes],
+      [class_names[c] for c in classes] if class_names else None)
+          for name, classes, p in zip(names, order, probabilities)]
+
+
+def format_table(predictions: Sequence[Prediction]) -> str:
+  """One line per image: its top classes ('index:name' when named) and
+  probabilities."""
+  width = max(len('input'), *(len(p.input) for p in predictions))
+  k = len(predictions[0].classes)
+  lines = [f'{"input":<{width}}  top-{k} (class probability)']
+  for p in predictions:
+    labels = [f'{c}:{n}' if p.names else str(c)
+              for c, n in zip(p.classes, p.names or p.classes)]
+    lines.append(f'{p.input:<{width}}  ' + '  '.join(
+        f'{label} {prob:.4f}' for label, prob in zip(labels, p.probabilities)))
+  return '\n'.join(lines)
+
+
+def write_jsonl(predictions: Sequence[Prediction], f: TextIO) -> None:
+  for p in predictions:
+    record = {k: v for k, v in dataclasses.asdict(p).items() if v is not None}
+    f.write(json.dumps(record) + '\n')
+
+
+def run(checkpoint_path: str, inputs: Sequence[str], *, top: int = 5,
+        use_ema: bool = False, output: str | None = None,
+        overwrite: bool = False, batch_size: int = 64) -> list[Prediction]:
+  """Prints the `top` predictions for every image in `inputs` and writes
+  them to `output` (JSON lines), all inputs checked before any is run.
+
+  Raises ValueError or OSError (one line, naming the file) on a bad input
+  or checkpoint, or an existing `output` without `overwrite`.
+  """
+  if output and not overwrite and os.path.exists(output):
+    raise FileExistsError(f'{output} exists; pass --overwrite to replace it.')
+  predictor = load(checkpoint_path, use_ema)
+  names, arrays = load_inputs(predictor, inputs)
+  predictions = top_k(names, predict(predictor, arrays, batch_size), top,
+                      predictor.class_names)
+  print(format_table(predictions))
+  if output:
+    with open(output, 'w' if overwrite else 'x') as f:
+      write_jsonl(predictions, f)
+  return predictions
