@@ -201,6 +201,19 @@ def load_meta(path: str) -> dict[str, Any]:
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / META)
 
 
+def model_kwargs_of(init_from: str) -> dict[str, Any]:
+  """The model fields that the weights at `init_from` need (e.g. torchvision
+  EfficientNet's symmetric padding); {} when there are none."""
+  if not init_from:
+    return {}
+  try:
+    return load_meta(init_from).get('model_kwargs', {})
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+        f'init_from={init_from}: the weights the run starts from (whose model '
+        f'fields it needs) are missing: {e}') from None
+
+
 def load_variables(path: str, use_ema: bool = False) -> tuple[dict, dict]:
   """`{'params', 'batch_stats'}` (host numpy; with `use_ema`, their moving
   averages) and the meta of a checkpoint, verified against its checksums."""

@@ -95,21 +95,18 @@ class Predictor:
     if images.ndim and not len(images):
       raise ValueError(f'{path}: holds no images (shape {images.shape}).')
     try:
-      jaxpr = jax.make_jaxpr(self._softmax)(
-          self.variables, jax.ShapeDtypeStruct(images.shape, jnp.float32))
-      fits = not _has_empty_values(jaxpr.jaxpr)
-    except Exception as e:  # pylint: disable=broad-except
-      if isinstance(e, ValueError) and 'expects images of shape' in str(e):
-        # layers.check_images: the model says what it takes.
-        raise ValueError(f'{path}: {e}') from None
-      fits = False  # E.g. a head whose input size is that of training.
-    if not fits:
+      jax.eval_shape(self._softmax, self.variables,
+                     jax.ShapeDtypeStruct(images.shape, jnp.float32))
+    except ValueError as e:
+      # layers.check_images and the pooling layers say what the model takes.
+      raise ValueError(f'{path}: {e}') from None
+    except Exception:  # pylint: disable=broad-except
+      # E.g. a head whose input size is that of training.
       size = self.preprocessing and self.preprocessing.image_size
       hw = f'{size}, {size}' if size else 'height, width'
       raise ValueError(
-          f'{path}: {self.name} cannot take images of shape {images.shape} '
-          f'(too small, or a size its head does not fit); expected [batch, '
-          f'{hw}, {self.model.in_channels}].')
+          f'{path}: {self.name} cannot take images of shape {images.shape}; '
+          f'expected [batch, {hw}, {self.model.in_channels}].') from None
 
   def probabilities(self, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities `[N, classes]` of `images` `[N, H, W, C]`."""
@@ -122,21 +119,6 @@ class Predictor:
       out.append(np.asarray(self._probabilities(self.variables,
                                                 padded))[:len(batch)])
     return np.concatenate(out)
-
-
-def _has_empty_values(jaxpr: Any) -> bool:
-  """Whether any value computed in `jaxpr` (or a nested one) has a zero-size
-  dimension: an image too small for a model's convolutions and pools leaves
-  empty feature maps, whose mean is NaN rather than an error."""
-  for eqn in jaxpr.eqns:
-    if any(0 in getattr(v.aval, 'shape', ()) for v in eqn.outvars):
-      return True
-    for param in eqn.params.values():
-      for inner in param if isinstance(param, (tuple, list)) else (param,):
-        inner = getattr(inner, 'jaxpr', inner)  # A ClosedJaxpr's Jaxpr.
-        if hasattr(inner, 'eqns') and _has_empty_values(inner):
-          return True
-  return False
 
 
 def _train_config(path: str, meta: dict) -> ml_collections.ConfigDict:
@@ -152,20 +134,6 @@ def _train_config(path: str, meta: dict) -> ml_collections.ConfigDict:
       f'No {CONFIG_FILE} of the {meta.get("model")} run at {path}: '
       'pass a training workdir (or one of its checkpoints) or a checkpoint '
       'written by jaxcnn.convert.')
-
-
-def _init_from_kwargs(path: str, config: ml_collections.ConfigDict
-                      ) -> dict[str, Any]:
-  """The model fields the run took from its `init_from` weights, as
-  trainer.build_model does."""
-  if not config.init_from:
-    return {}
-  try:
-    return checkpoint.load_meta(config.init_from).get('model_kwargs', {})
-  except FileNotFoundError as e:
-    raise FileNotFoundError(
-        f'{path} was fine-tuned from {config.init_from}, whose model fields '
-        f'it needs: {e}') from None
 
 
 def _class_names(config: ml_collections.ConfigDict,
@@ -206,7 +174,8 @@ def load(path: str, use_ema: bool = False) -> Predictor:
   else:
     config = _train_config(path, meta)
     model = models.from_config(config, meta['num_classes'],
-                               defaults=_init_from_kwargs(path, config))
+                               defaults=checkpoint.model_kwargs_of(
+                                   config.init_from))
     mean, std = preprocess.channel_statistics(
         datasets.get_spec(config.dataset).mean,
         datasets.get_spec(config.dataset).std, model.in_channels)

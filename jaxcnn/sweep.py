@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from jaxcnn import metrics as metrics_lib
+from jaxcnn import saved_config
 
 SWEEP_FILE = 'sweep.json'
 DONE_FILE = 'DONE'
@@ -214,17 +215,11 @@ def check_workdir(workdir: str, sweep: Sweep) -> None:
   """Writes WORKDIR/sweep.json, or refuses a workdir holding another sweep."""
   path = os.path.join(workdir, SWEEP_FILE)
   current = sweep.to_json()
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    differs = sorted(k for k in set(saved) | set(current)
-                     if saved.get(k) != current.get(k))
-    if differs:
-      changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}'
-                          for k in differs)
-      raise SweepConfigError(
-          f'{workdir} holds a sweep with a different sweep config ({changes}). '
-          'Pass a new --workdir for this sweep.')
+  changes = saved_config.differences(path, current)
+  if changes:
+    raise SweepConfigError(
+        f'{workdir} holds a sweep with a different sweep config ({changes}). '
+        'Pass a new --workdir for this sweep.')
   os.makedirs(workdir, exist_ok=True)
   with open(path, 'w') as f:
     json.dump(current, f, indent=2, sort_keys=True)

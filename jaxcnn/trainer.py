@@ -20,6 +20,7 @@ from jaxcnn import checkpoint
 from jaxcnn import metrics as metrics_lib
 from jaxcnn import models
 from jaxcnn import optim
+from jaxcnn import saved_config
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
@@ -67,19 +68,12 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
   """Writes config.json, or refuses a workdir holding another run's config."""
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    differs = sorted(k for k in set(saved) | set(current)
-                     if k not in _COSMETIC_FIELDS and
-                     saved.get(k) != current.get(k))
-    if differs:
-      changes = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}'
-                          for k in differs)
-      raise ConfigMismatchError(
-          f'{workdir} holds a run with a different config ({changes}). '
-          'Resume it with the same config, or pass a new --workdir to start '
-          'a fresh run.')
+  changes = saved_config.differences(path, current, _COSMETIC_FIELDS)
+  if changes:
+    raise ConfigMismatchError(
+        f'{workdir} holds a run with a different config ({changes}). '
+        'Resume it with the same config, or pass a new --workdir to start '
+        'a fresh run.')
   if jax.process_index() == 0:
     # Replaced in one step: the other processes may be reading it right now.
     with open(f'{path}.tmp', 'w') as f:
@@ -167,9 +161,9 @@ def _initial_variables(config, model, mesh, init_rng):
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
   """The config's model; with `init_from`, set up as those weights need
   (e.g. torchvision EfficientNet padding), unless model_kwargs say otherwise."""
-  needs = (checkpoint.load_meta(config.init_from).get('model_kwargs', {})
-           if config.init_from else {})
-  return models.from_config(config, num_classes, defaults=needs)
+  return models.from_config(config, num_classes,
+                            defaults=checkpoint.model_kwargs_of(
+                                config.init_from))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,

@@ -57,8 +57,20 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
       ((0, 0), *pads, (0, 0)))
 
 
+class ImagesTooSmallError(ValueError):
+  """The images leave empty feature maps (whose mean would be NaN)."""
+
+
+def _check_not_empty(x: jax.Array) -> None:
+  if 0 in x.shape[1:3]:
+    raise ImagesTooSmallError(
+        f'The images are too small for this model: its feature maps are '
+        f'empty ({tuple(x.shape)}) before pooling.')
+
+
 def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int]) -> jax.Array:
   """torch `AdaptiveAvgPool2d`: bin i spans [floor(i*n/o), ceil((i+1)*n/o))."""
+  _check_not_empty(x)
   height, width = x.shape[1:3]
   out_h, out_w = output_size
   if height % out_h == 0 and width % out_w == 0:
@@ -79,6 +91,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int]) -> jax.Array:
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
   """Mean over the spatial dims, computed in at least float32."""
+  _check_not_empty(x)
   return jnp.mean(x, axis=(1, 2), dtype=jnp.promote_types(x.dtype, jnp.float32)
                   ).astype(x.dtype)
 

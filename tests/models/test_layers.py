@@ -80,3 +80,12 @@ def test_global_avg_pool_keeps_dtype():
   y = layers.global_avg_pool(x)
   assert y.shape == (2, 4) and y.dtype == jnp.bfloat16
   np.testing.assert_array_equal(y, 1)
+
+
+def test_pooling_refuses_empty_feature_maps():
+  empty = jnp.zeros((2, 0, 3, 8))
+  for pool in (layers.global_avg_pool,
+               lambda x: layers.adaptive_avg_pool(x, (6, 6))):
+    with pytest.raises(layers.ImagesTooSmallError,
+                       match=r'feature maps are empty \(\(2, 0, 3, 8\)\)'):
+      pool(empty)
