@@ -18,6 +18,7 @@ own and neither framework holds device memory while the other runs. Imports
 no TensorFlow.
 """
 
+import ast
 import concurrent.futures
 import datetime
 import functools
@@ -29,7 +30,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from absl import app
 from absl import flags
@@ -50,14 +51,22 @@ DTYPES = ('float32', 'bfloat16')
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
-  """Only when run as a script: the module is also a library."""
+def define_model_flags() -> None:
+  """The flags that pick the model and recipe (shared with profile_step)."""
   flags.DEFINE_string('model', 'resnet50', 'Registered model name.')
   flags.DEFINE_string('recipe', '', 'Config module in configs/ (default: the '
                       "model's own recipe if there is one, else base).")
+  flags.DEFINE_multi_string(
+      'model_kwarg', [], 'Model field NAME=VALUE (a Python literal, else a '
+      'string), e.g. depthwise=conv; repeat for more.')
   flags.DEFINE_integer('batch', 256, 'Global batch size.')
   flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
   flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
+
+
+def _define_flags() -> None:
+  """Only when run as a script: the module is also a library."""
+  define_model_flags()
   flags.DEFINE_integer('steps', 20, 'Timed steps.')
   flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
   flags.DEFINE_enum('dtype', 'both', ('both', *DTYPES),
@@ -71,7 +80,30 @@ def _define_flags() -> None:
   flags.DEFINE_string('json_out', '', 'Also write the report here as JSON.')
 
 
-def _recipe(model: str, recipe: str) -> tuple[ml_collections.ConfigDict, str]:
+def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
+  """{'depthwise': 'conv', 'padding': 'same'} from ['depthwise=conv', ...]."""
+  kwargs = {}
+  for item in items:
+    name, sep, value = item.partition('=')
+    if not sep or not name:
+      raise app.UsageError(f'--model_kwarg={item!r} is not NAME=VALUE.')
+    try:
+      kwargs[name] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      kwargs[name] = value
+  return kwargs
+
+
+def config_from_flags() -> tuple[ml_collections.ConfigDict, str]:
+  """The recipe the model flags name, with their overrides applied."""
+  config, recipe = load_recipe(FLAGS.model, FLAGS.recipe)
+  if FLAGS.image_size:
+    config.image_size = FLAGS.image_size
+  config.model_kwargs.update(parse_model_kwargs(FLAGS.model_kwarg))
+  return config, recipe
+
+
+def load_recipe(model: str, recipe: str) -> tuple[ml_collections.ConfigDict, str]:
   configs_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                              'configs')
   name = recipe or (model if os.path.exists(
@@ -136,9 +168,17 @@ def measured_peak_flops(dtype: Any, size: int = 0, chain: int = 8,
           f'{jnp.dtype(dtype).name} matmuls')
 
 
-def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
-            warmup: int, num_classes: int = 1000) -> dict[str, Any]:
-  """Compile time, median step time, FLOPs and memory of the real step."""
+class TrainStep(NamedTuple):
+  """The recipe's jitted train step, its inputs, and the unjitted step."""
+  jitted: Any
+  step_fn: Callable[..., Any]
+  state: Any
+  data: dict[str, jax.Array]
+
+
+def build_train_step(config: ml_collections.ConfigDict, batch: int,
+                     num_classes: int = 1000) -> TrainStep:
+  """The real train step of `config` on synthetic data already on device."""
   model = models.from_config(config, num_classes=num_classes)
   shape = (config.image_size, config.image_size, model.in_channels)
   mesh = sharding.create_mesh()
@@ -160,14 +200,18 @@ def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
       step_lib.train_step, rng=jax.random.PRNGKey(1), learning_rate_fn=schedule,
       label_smoothing=config.label_smoothing, l2_weight=l2,
       ema_decay=config.ema_decay)
-  train_step = jax.jit(
+  jitted = jax.jit(
       step_fn,
       in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=0)
-  start = time.perf_counter()
-  compiled = train_step.lower(state, data).compile()
-  compile_s = time.perf_counter() - start
+  return TrainStep(jitted, step_fn, state, data)
+
+
+def median_step(compiled: Any, state: Any, data: dict[str, jax.Array],
+                steps: int, warmup: int) -> tuple[Any, Any, float]:
+  """Runs `warmup` then `steps` timed steps, each waited for; the last state
+  and metrics, and the median step time in seconds."""
   for _ in range(warmup):
     state, _ = compiled(state, data)
   jax.block_until_ready(state)
@@ -177,12 +221,23 @@ def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
     state, metrics = compiled(state, data)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
-  step_s = statistics.median(times)
+  return state, metrics, statistics.median(times)
+
+
+def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
+            warmup: int, num_classes: int = 1000) -> dict[str, Any]:
+  """Compile time, median step time, FLOPs and memory of the real step."""
+  train_step = build_train_step(config, batch, num_classes)
+  state, data = train_step.state, train_step.data
+  start = time.perf_counter()
+  compiled = train_step.jitted.lower(state, data).compile()
+  compile_s = time.perf_counter() - start
+  state, metrics, step_s = median_step(compiled, state, data, steps, warmup)
   memory, memory_source = peak_memory(compiled, jax.devices()[0])
   return {'parameters': sum(p.size for p in jax.tree.leaves(state.params)),
           'compile_s': compile_s, 'step_s': step_s,
           'images_per_s': batch / step_s,
-          'flops_per_step': model_flops(step_fn, state, data),
+          'flops_per_step': model_flops(train_step.step_fn, state, data),
           'peak_memory_bytes': memory, 'memory_source': memory_source,
           'loss': float(metrics['loss'])}
 
@@ -300,9 +355,7 @@ def _versions() -> dict[str, str]:
 
 def main(argv):
   del argv
-  config, recipe = _recipe(FLAGS.model, FLAGS.recipe)
-  if FLAGS.image_size:
-    config.image_size = FLAGS.image_size
+  config, recipe = config_from_flags()
   load_before = os.getloadavg()
   dtypes = DTYPES if FLAGS.dtype == 'both' else (FLAGS.dtype,)
   results = [run(config, dtype, FLAGS.batch, FLAGS.steps, FLAGS.warmup,
@@ -315,7 +368,8 @@ def main(argv):
                  ' '.join(sys.argv[1:]),
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
-      'model': FLAGS.model, 'recipe': recipe, 'batch': FLAGS.batch,
+      'model': FLAGS.model, 'recipe': recipe,
+      'model_kwargs': config.model_kwargs.to_dict(), 'batch': FLAGS.batch,
       'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
       'steps': FLAGS.steps, 'warmup': FLAGS.warmup,
       'device': first['device'], 'devices': first['devices'],

@@ -23,7 +23,7 @@ def _check_sane(result: dict) -> None:
 
 @pytest.mark.parametrize('dtype', train_throughput.DTYPES)
 def test_train_throughput_measures_the_real_step(dtype):
-  config, recipe = train_throughput._recipe('lenet5', '')
+  config, recipe = train_throughput.load_recipe('lenet5', '')
   assert recipe == 'base'
   config.image_size = 32
   row = train_throughput.run(config, dtype, batch=4, steps=2, warmup=1,
@@ -44,7 +44,7 @@ def test_train_throughput_measures_the_real_step(dtype):
 def test_torch_peer_trains_the_same_network_and_is_compared():
   pytest.importorskip('torch')
   # ResNet-18 on CIFAR-10 keeps the ImageNet network: so does the peer.
-  config, _ = train_throughput._recipe('resnet18', 'resnet18_cifar10')
+  config, _ = train_throughput.load_recipe('resnet18', 'resnet18_cifar10')
   assert config.image_size == 32
   row = train_throughput.run(config, 'float32', batch=2, steps=2, warmup=0,
                              num_classes=10, peer_compile='off',
@@ -64,7 +64,7 @@ def test_torch_peer_trains_the_same_network_and_is_compared():
 def test_efficientnet_peer_is_timm_tf_port_with_recipe_optimizer():
   torch = pytest.importorskip('torch')
   from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
-  config, _ = train_throughput._recipe('efficientnet_b0', '')
+  config, _ = train_throughput.load_recipe('efficientnet_b0', '')
   name, build = torch_peer.reference(config, 10)
   assert name == 'timm tf_efficientnet_b0'
   model = build(10)
@@ -96,3 +96,48 @@ def test_input_throughput_runs_the_real_train_pipeline():
   assert result['batch_shape'] == [4, 32, 32, 3]
   assert result['images_per_s'] == result['images_per_s_per_core'] > 0
   assert input_throughput.cores_needed(7000, 300) == 24
+
+
+def test_profile_step_splits_device_time_by_op():
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  config, _ = train_throughput.load_recipe('lenet5', '')
+  config.image_size = 32
+  result = profile_step.profile(config, batch=4, steps=2, warmup=1,
+                                num_classes=10)
+  ops = result['ops']
+  assert result['step_ms'] > 0 and result['images_per_s'] > 0
+  assert result['device_ms_per_step'] == pytest.approx(
+      sum(op['ms_per_step'] for op in ops))
+  assert [op['ms_per_step'] for op in ops] == sorted(
+      (op['ms_per_step'] for op in ops), reverse=True)
+  # Both passes of LeNet-5's layers show up, named by module.
+  layers = {(op['layer'].split('/')[0], op['direction']) for op in ops}
+  assert {('conv1', 'forward'), ('conv1', 'backward')} <= layers
+  assert 'HloModule' in result['hlo_text']
+  lines = profile_step.table(result, top=3).splitlines()
+  assert lines[0].startswith('untraced: ') and len(lines) > 6
+
+
+def test_profile_step_reads_gpu_hlo():
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  hlo = '''
+  %fusion.7 = bf16[256,56,56,64]{3,2,1,0} fusion(%p0, %p1), kind=kLoop, calls=%fused_computation.7, metadata={op_name="jit(train_step)/transpose(jvp(ResNet))/layer1_0/bn1/mul" source_file="x.py"}
+  ROOT %custom-call.3 = (bf16[256,56,56,64]{3,2,1,0}, u8[0]{0}) custom-call(%a, %b), custom_call_target="__cudnn$convForward", metadata={op_name="jit(train_step)/jvp(ResNet)/layer1_0/conv1/conv_general_dilated"}
+  %input_reduce_fusion = f32[64]{0} fusion(%x), kind=kInput, calls=%fused_reduce
+  '''
+  found = profile_step.instructions(hlo)
+  assert set(found) == {'fusion.7', 'custom-call.3', 'input_reduce_fusion'}
+  assert [profile_step.category(found[name]) for name in found] == [
+      'elementwise fusion', 'convolution (cuDNN)', 'reduction fusion']
+  op_name = found['fusion.7']['op_name']
+  assert profile_step.direction(op_name) == 'backward'
+  assert profile_step.layer(op_name) == 'layer1_0/bn1'
+  assert profile_step.direction(found['custom-call.3']['op_name']) == 'forward'
+
+
+def test_model_kwargs_flags_parse_literals_and_strings():
+  assert train_throughput.parse_model_kwargs(
+      ['depthwise=conv', 'width=1.5', 'features_only=True']) == {
+          'depthwise': 'conv', 'width': 1.5, 'features_only': True}
+  with pytest.raises(Exception, match='is not NAME=VALUE'):
+    train_throughput.parse_model_kwargs(['depthwise'])

@@ -9,7 +9,7 @@ def test_models_train_step_and_benchmarks_do_not_import_tensorflow():
   code = ('import sys\n'
           'import jaxcnn.models, jaxcnn.step, jaxcnn.optim, jaxcnn.state, '
           'jaxcnn.sharding, jaxcnn.checkpoint, jaxcnn.metrics\n'
-          'import benchmarks.train_throughput\n'
+          'import benchmarks.train_throughput, benchmarks.profile_step\n'
           'loaded = [m for m in ("tensorflow", "tensorflow_datasets") '
           'if m in sys.modules]\n'
           'assert not loaded, loaded\n')

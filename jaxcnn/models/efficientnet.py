@@ -144,6 +144,7 @@ class MBConv(nn.Module):
   """Mobile inverted bottleneck with squeeze-excitation and drop path."""
   config: BlockConfig
   conv: ModuleDef
+  depthwise: ModuleDef
   norm: ModuleDef
   padding: str  # 'same' or 'symmetric', as in EfficientNet.
 
@@ -156,11 +157,9 @@ class MBConv(nn.Module):
                     name='expand_conv')(x)
       x = nn.swish(self.norm(name='expand_bn')(x))
     channels = x.shape[-1]
-    x = self.conv(channels, (cfg.kernel_size, cfg.kernel_size),
-                  strides=cfg.stride,
-                  padding=_conv_padding(cfg.kernel_size, self.padding),
-                  feature_group_count=channels,
-                  kernel_init=depthwise_kernel_init, name='dw_conv')(x)
+    x = self.depthwise(cfg.kernel_size, cfg.stride,
+                       _conv_padding(cfg.kernel_size, self.padding),
+                       name='dw_conv')(x)
     x = nn.swish(self.norm(name='dw_bn')(x))
 
     # The squeeze width follows the block input, not the expanded width.
@@ -192,6 +191,7 @@ class EfficientNet(nn.Module):
   bn_epsilon: float = 1e-3
   in_channels: int = 3
   features_only: bool = False
+  depthwise: str = 'auto'  # layers.DepthwiseConv's implementation.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -206,6 +206,10 @@ class EfficientNet(nn.Module):
     conv = functools.partial(nn.Conv, use_bias=False,
                              kernel_init=conv_kernel_init, dtype=self.dtype,
                              param_dtype=self.param_dtype)
+    depthwise = functools.partial(
+        layers.DepthwiseConv, implementation=self.depthwise,
+        kernel_init=depthwise_kernel_init, dtype=self.dtype,
+        param_dtype=self.param_dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype,
@@ -218,7 +222,7 @@ class EfficientNet(nn.Module):
     stride = 2
     features = {}
     for cfg in block_configs(self.width, self.depth, self.drop_connect_rate):
-      x = MBConv(cfg, conv, norm, self.padding,
+      x = MBConv(cfg, conv, depthwise, norm, self.padding,
                  name=f'blocks_{cfg.stage}_{cfg.index}')(x, train)
       stride *= cfg.stride
       # Later blocks at the same stride overwrite earlier ones.

@@ -1,8 +1,9 @@
 """Building blocks shared by the model families (NHWC throughout)."""
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -55,6 +56,77 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
   return jax.lax.reduce_window(
       x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
       ((0, 0), *pads, (0, 0)))
+
+
+# Measured fastest depthwise implementation per platform (benchmarks/
+# RESULTS.md); platforms not listed use the grouped convolution.
+DEPTHWISE_FASTEST = {'cpu': 'taps'}
+DEPTHWISE_IMPLEMENTATIONS = ('auto', 'conv', 'taps')
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise k x k convolution (one filter per channel, no bias).
+
+  Parameters as `nn.Conv(C, (k, k), feature_group_count=C, use_bias=False)`:
+  a kernel of shape (k, k, 1, C), so weights move freely between the two.
+  `implementation`:
+    'conv': XLA's grouped convolution (cuDNN on GPUs).
+    'taps': the sum of the k*k shifted input slices, each scaled by its tap:
+      elementwise work that XLA fuses, forward and backward, instead of a
+      grouped convolution, whose backward pass is slow in XLA:CPU (EfficientNet
+      -B0 trains 2.7x faster with taps, benchmarks/RESULTS.md) and is reported
+      slow on GPUs (jax-ml/jax#13800). Products are of inputs and taps
+      rounded to `dtype`, summed in float32, as the convolution does.
+    'auto': the platform's entry in DEPTHWISE_FASTEST, else 'conv'.
+  """
+  kernel_size: int
+  strides: int = 1
+  padding: Any = 'SAME'  # 'SAME' (TF) or ((top, bottom), (left, right)).
+  implementation: str = 'auto'
+  kernel_init: Any = nn.initializers.lecun_normal()
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.implementation not in DEPTHWISE_IMPLEMENTATIONS:
+      raise ValueError(
+          f'Unknown depthwise implementation {self.implementation!r}; choose '
+          f'one of {", ".join(DEPTHWISE_IMPLEMENTATIONS)}.')
+    k, stride, channels = self.kernel_size, self.strides, x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (k, k, 1, channels),
+                        self.param_dtype).astype(self.dtype)
+    x = x.astype(self.dtype)
+    pads = (jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride),
+                                    self.padding)
+            if isinstance(self.padding, str) else self.padding)
+    implementation = self.implementation
+    if implementation == 'auto':
+      implementation = DEPTHWISE_FASTEST.get(jax.default_backend(), 'conv')
+    if implementation == 'conv':
+      return jax.lax.conv_general_dilated(
+          x, kernel, (stride, stride), pads,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+          feature_group_count=channels)
+    return _depthwise_taps(x, kernel, tuple(map(tuple, pads)), stride)
+
+
+def _depthwise_taps(x: jax.Array, kernel: jax.Array, pads: tuple,
+                    stride: int) -> jax.Array:
+  """DepthwiseConv's 'taps': a sum of strided slices times kernel taps."""
+  k, channels = kernel.shape[0], x.shape[-1]
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)
+  padded = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(accumulate)
+  kernel = kernel.astype(accumulate)
+  n, height, width, _ = padded.shape
+  out_h, out_w = (height - k) // stride + 1, (width - k) // stride + 1
+  out = sum(
+      jax.lax.slice(padded, (0, i, j, 0),
+                    (n, i + (out_h - 1) * stride + 1,
+                     j + (out_w - 1) * stride + 1, channels),
+                    (1, stride, stride, 1)) * kernel[i, j, 0]
+      for i in range(k) for j in range(k))
+  return out.astype(x.dtype)
 
 
 class ImagesTooSmallError(ValueError):

@@ -10,6 +10,7 @@ import pytest
 
 from jaxcnn import models
 from jaxcnn.models import efficientnet
+from jaxcnn.models import layers
 
 _PARAM_COUNTS = {
     'efficientnet_b0': 5_288_548,
@@ -138,7 +139,7 @@ def test_mbconv_residual(stride, out_channels, residual):
       stage=0, index=0, in_channels=16, out_channels=out_channels,
       expand_ratio=6, kernel_size=3, stride=stride, drop_rate=0.0)
   block = efficientnet.MBConv(
-      config, nn.Conv,
+      config, nn.Conv, layers.DepthwiseConv,
       functools.partial(nn.BatchNorm, use_running_average=True), 'same')
   x = _IMAGES[:, :8, :8, :1] * np.ones(16, np.float32)
   variables = _variables(block, x, train=False)

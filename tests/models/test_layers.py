@@ -1,5 +1,8 @@
-"""Pooling helpers against hand-computed torch semantics."""
+"""Pooling helpers against hand-computed torch semantics; depthwise
+convolution implementations against the grouped convolution."""
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -89,3 +92,75 @@ def test_pooling_refuses_empty_feature_maps():
     with pytest.raises(layers.ImagesTooSmallError,
                        match=r'feature maps are empty \(\(2, 0, 3, 8\)\)'):
       pool(empty)
+
+
+def _depthwise_and_grouped_conv(kernel_size, stride, padding, implementation,
+                                dtype=jnp.float32):
+  depthwise = layers.DepthwiseConv(
+      kernel_size, stride, padding, implementation=implementation,
+      dtype=dtype)
+  grouped = nn.Conv(6, (kernel_size, kernel_size), stride, padding=padding,
+                    feature_group_count=6, use_bias=False, dtype=dtype)
+  return depthwise, grouped
+
+
+@pytest.mark.parametrize('implementation', ['taps', 'conv', 'auto'])
+@pytest.mark.parametrize('kernel_size, stride, padding', [
+    (3, 1, 'SAME'), (3, 2, 'SAME'), (5, 2, 'SAME'),  # TF: extra pad low/right.
+    (5, 1, ((2, 2), (2, 2))), (3, 2, ((1, 1), (1, 1))),
+])
+def test_depthwise_conv_is_the_grouped_convolution(kernel_size, stride,
+                                                    padding, implementation):
+  depthwise, grouped = _depthwise_and_grouped_conv(kernel_size, stride,
+                                                   padding, implementation)
+  x = jnp.asarray(np.random.RandomState(0).normal(size=(2, 15, 15, 6)),
+                  jnp.float32)
+  params = depthwise.init(jax.random.PRNGKey(0), x)
+  # The same parameter tree and initial values: weights move freely.
+  jax.tree.map(np.testing.assert_array_equal, params,
+               grouped.init(jax.random.PRNGKey(0), x))
+  ours, our_vjp = jax.vjp(depthwise.apply, params, x)
+  theirs, their_vjp = jax.vjp(grouped.apply, params, x)
+  assert ours.shape == (2, -(-15 // stride), -(-15 // stride), 6)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+  grad = jnp.asarray(np.random.RandomState(1).normal(size=ours.shape),
+                     jnp.float32)
+  for mine, reference in zip(jax.tree.leaves(our_vjp(grad)),
+                             jax.tree.leaves(their_vjp(grad))):
+    np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_taps_in_bfloat16_round_like_the_convolution():
+  depthwise, grouped = _depthwise_and_grouped_conv(3, 1, 'SAME', 'taps',
+                                                   jnp.bfloat16)
+  x = jnp.asarray(np.random.RandomState(0).normal(size=(2, 9, 9, 6)),
+                  jnp.float32)
+  params = depthwise.init(jax.random.PRNGKey(0), x)
+  ours = depthwise.apply(params, x)
+  assert ours.dtype == jnp.bfloat16
+  exact = grouped.apply(params, x.astype(jnp.bfloat16).astype(jnp.float32))
+  # bf16 operands, float32 sums: only the final rounding to bf16 is off.
+  np.testing.assert_allclose(ours.astype(jnp.float32), exact, rtol=2**-8,
+                             atol=1e-6)
+
+
+def test_depthwise_auto_uses_the_measured_fastest_on_cpu():
+  assert jax.default_backend() == 'cpu'
+  x = jnp.zeros((1, 8, 8, 4))
+
+  def convolutions(implementation):
+    module = layers.DepthwiseConv(3, implementation=implementation)
+    params = module.init(jax.random.PRNGKey(0), x)
+    return str(jax.make_jaxpr(module.apply)(params, x)).count(
+        'conv_general_dilated')
+
+  assert layers.DEPTHWISE_FASTEST['cpu'] == 'taps'
+  assert convolutions('auto') == convolutions('taps') == 0
+  assert convolutions('conv') == 1
+
+
+def test_depthwise_conv_refuses_an_unknown_implementation():
+  module = layers.DepthwiseConv(3, implementation='pallas')
+  with pytest.raises(ValueError, match="Unknown depthwise implementation "
+                     "'pallas'; choose one of auto, conv, taps."):
+    module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 4)))
