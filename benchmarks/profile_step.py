@@ -29,7 +29,8 @@ from benchmarks import train_throughput
 
 FLAGS = flags.FLAGS
 
-_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*? ([a-z][\w\-]*)\(')
+_INSTRUCTION = re.compile(
+    r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*? ([a-z][\w\-]*)\(')
 _ATTRIBUTES = {
     'kind': re.compile(r'kind=(\w+)'),
     'target': re.compile(r'custom_call_target="([^"]+)"'),

@@ -103,7 +103,10 @@ def config_from_flags() -> tuple[ml_collections.ConfigDict, str]:
   return config, recipe
 
 
-def load_recipe(model: str, recipe: str) -> tuple[ml_collections.ConfigDict, str]:
+def load_recipe(model: str,
+                recipe: str) -> tuple[ml_collections.ConfigDict, str]:
+  """The config of `recipe` (default: the model's own, else base) for
+  `model`, unlocked."""
   configs_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                              'configs')
   name = recipe or (model if os.path.exists(

@@ -24,7 +24,7 @@ def get_config(variant: str):
   config.model = name
   config.dataset = 'imagenet2012'
   config.image_size = size
-  # layers.DepthwiseConv: 'auto' (measured fastest per platform), 'conv', 'taps'.
+  # layers.DepthwiseConv: 'auto' (the measured fastest here), 'conv', 'taps'.
   config.model_kwargs.depthwise = 'auto'
   config.interpolation = 'bicubic'
   config.eval_crop_fraction = size / (size + _CROP_PADDING)
