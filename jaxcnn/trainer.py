@@ -33,6 +33,9 @@ CONFIG_FILE = 'config.json'
 # with 'skip' is the way on.)
 _COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir',
                               'deterministic', 'on_nonfinite'})
+# Config fields added after runs were saved, with the value that reproduces
+# those runs: their workdirs resume instead of being refused.
+ADDED_FIELDS = {'data_shards': -1, 'model_kwargs.depthwise': 'auto'}
 
 
 class WorkdirError(ValueError):
@@ -68,7 +71,8 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
   """Writes config.json, or refuses a workdir holding another run's config."""
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(config.to_json_best_effort())
-  changes = saved_config.differences(path, current, _COSMETIC_FIELDS)
+  changes = saved_config.differences(path, current, _COSMETIC_FIELDS,
+                                     ADDED_FIELDS)
   if changes:
     raise ConfigMismatchError(
         f'{workdir} holds a run with a different config ({changes}). '

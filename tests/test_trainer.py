@@ -155,3 +155,19 @@ def test_efficientnet_b0_recipe_learns_on_mock_imagenet(tmp_path):
   assert losses[-1] < 0.5 * losses[0]
   assert {'eval/accuracy', 'eval_ema/accuracy'} <= set(final)
   assert final['eval/loss'] != final['eval_ema/loss']
+
+
+def test_workdir_saved_before_a_field_existed_resumes(digits_config,
+                                                      tmp_path):
+  digits_config.num_steps = 2
+  workdir = str(tmp_path / 'run')
+  trainer.train_and_evaluate(digits_config, workdir)
+  path = os.path.join(workdir, 'config.json')
+  saved = json.load(open(path))
+  del saved['data_shards']  # As written before the field existed.
+  with open(path, 'w') as f:
+    json.dump(saved, f)
+  # Resumes (the run is already finished) instead of refusing the workdir.
+  final = trainer.train_and_evaluate(digits_config, workdir)
+  assert 0 <= final['eval/accuracy'] <= 1
+  assert json.load(open(path))['data_shards'] == -1

@@ -1,5 +1,6 @@
 """Building blocks shared by the model families (NHWC throughout)."""
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -71,12 +72,13 @@ class DepthwiseConv(nn.Module):
   a kernel of shape (k, k, 1, C), so weights move freely between the two.
   `implementation`:
     'conv': XLA's grouped convolution (cuDNN on GPUs).
-    'taps': the sum of the k*k shifted input slices, each scaled by its tap:
-      elementwise work that XLA fuses, forward and backward, instead of a
-      grouped convolution, whose backward pass is slow in XLA:CPU (EfficientNet
-      -B0 trains 2.7x faster with taps, benchmarks/RESULTS.md) and is reported
-      slow on GPUs (jax-ml/jax#13800). Products are of inputs and taps
-      rounded to `dtype`, summed in float32, as the convolution does.
+    'taps': the sum of the k*k shifted input slices, each scaled by its tap,
+      and gradients computed the same way (the kernel's one tap at a time):
+      elementwise work and reductions that XLA fuses, instead of a grouped
+      convolution, whose backward pass is slow in XLA:CPU (the EfficientNet-B0
+      train step is 3-5x faster with taps, benchmarks/RESULTS.md) and is
+      reported slow on GPUs (jax-ml/jax#13800). Products are of inputs and
+      taps rounded to `dtype`, summed in float32, as the convolution does.
     'auto': the platform's entry in DEPTHWISE_FASTEST, else 'conv'.
   """
   kernel_size: int
@@ -111,15 +113,16 @@ class DepthwiseConv(nn.Module):
     return _depthwise_taps(x, kernel, tuple(map(tuple, pads)), stride)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _depthwise_taps(x: jax.Array, kernel: jax.Array, pads: tuple,
                     stride: int) -> jax.Array:
   """DepthwiseConv's 'taps': a sum of strided slices times kernel taps."""
-  k, channels = kernel.shape[0], x.shape[-1]
+  k = kernel.shape[0]
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   padded = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(accumulate)
-  kernel = kernel.astype(accumulate)
-  n, height, width, _ = padded.shape
+  n, height, width, channels = padded.shape
   out_h, out_w = (height - k) // stride + 1, (width - k) // stride + 1
+  kernel = kernel.astype(accumulate)
   out = sum(
       jax.lax.slice(padded, (0, i, j, 0),
                     (n, i + (out_h - 1) * stride + 1,
@@ -127,6 +130,49 @@ def _depthwise_taps(x: jax.Array, kernel: jax.Array, pads: tuple,
                     (1, stride, stride, 1)) * kernel[i, j, 0]
       for i in range(k) for j in range(k))
   return out.astype(x.dtype)
+
+
+def _depthwise_taps_fwd(x, kernel, pads, stride):
+  return _depthwise_taps(x, kernel, pads, stride), (x, kernel)
+
+
+def _depthwise_taps_bwd(pads, stride, residuals, grad):
+  # Both gradients as sums of taps too. Autodiff's input gradient would add
+  # k*k padded copies of the output gradient; this reads one.
+  x, kernel = residuals
+  k = kernel.shape[0]
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)
+  grad = grad.astype(accumulate)
+  (top, _), (left, _) = pads
+  n, out_h, out_w, channels = grad.shape
+  height, width = x.shape[1:3]
+  # The output gradient spread to the input's stride and framed by k - 1:
+  # tap (i, j) of the input gradient starts at (top + k-1-i, left + k-1-j).
+  spread = jax.lax.pad(grad, jnp.zeros((), accumulate), (
+      (0, 0, 0),
+      (k - 1, height + top - (out_h - 1) * stride - 1, stride - 1),
+      (k - 1, width + left - (out_w - 1) * stride - 1, stride - 1),
+      (0, 0, 0)))
+  taps = kernel.astype(accumulate)
+  x_grad = sum(
+      jax.lax.slice(spread, (0, top + k - 1 - i, left + k - 1 - j, 0),
+                    (n, top + k - 1 - i + height, left + k - 1 - j + width,
+                     channels)) * taps[i, j, 0]
+      for i in range(k) for j in range(k))
+  padded = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(accumulate)
+  window = (n, (out_h - 1) * stride + 1, (out_w - 1) * stride + 1, channels)
+
+  def tap_grad(index):
+    # One tap at a time: the k*k products are never all in memory.
+    tap = jax.lax.dynamic_slice(padded, (0, index // k, index % k, 0), window)
+    return jnp.sum(tap[:, ::stride, ::stride] * grad, axis=(0, 1, 2))
+
+  kernel_grad = jax.lax.map(tap_grad, jnp.arange(k * k))
+  return (x_grad.astype(x.dtype),
+          kernel_grad.reshape(kernel.shape).astype(kernel.dtype))
+
+
+_depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
 
 
 class ImagesTooSmallError(ValueError):

@@ -144,6 +144,28 @@ def test_depthwise_taps_in_bfloat16_round_like_the_convolution():
                              atol=1e-6)
 
 
+def test_depthwise_taps_gradients_in_bfloat16_round_like_float32_ones():
+  depthwise, _ = _depthwise_and_grouped_conv(5, 2, 'SAME', 'taps',
+                                             jnp.bfloat16)
+  _, grouped = _depthwise_and_grouped_conv(5, 2, 'SAME', 'conv')
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.normal(size=(2, 9, 9, 6)), jnp.float32)
+  params = depthwise.init(jax.random.PRNGKey(0), x)
+  out, vjp = jax.vjp(depthwise.apply, params, x)
+  grad = jnp.asarray(rng.normal(size=out.shape), jnp.bfloat16)
+
+  def rounded(t):
+    return t.astype(jnp.bfloat16).astype(jnp.float32)
+
+  _, exact_vjp = jax.vjp(grouped.apply, jax.tree.map(rounded, params),
+                         rounded(x))
+  for ours, exact in zip(jax.tree.leaves(vjp(grad)),
+                         jax.tree.leaves(exact_vjp(grad.astype(jnp.float32)))):
+    assert ours.dtype == jnp.float32  # The parameters' and inputs' dtype.
+    np.testing.assert_allclose(ours, exact, rtol=2**-7,
+                               atol=2**-8 * float(jnp.abs(exact).max()))
+
+
 def test_depthwise_auto_uses_the_measured_fastest_on_cpu():
   assert jax.default_backend() == 'cpu'
   x = jnp.zeros((1, 8, 8, 4))

@@ -1,0 +1,44 @@
+"""Comparing a config with the one a workdir saved."""
+
+import json
+
+from jaxcnn import saved_config
+
+_ADDED = {'data_shards': -1, 'model_kwargs.depthwise': 'auto'}
+
+
+def _saved(tmp_path, config):
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(config))
+  return str(path)
+
+
+def test_differences_name_each_changed_field(tmp_path):
+  path = _saved(tmp_path, {'lr': 0.1, 'model': 'resnet50', 'seed': 0})
+  assert saved_config.differences(
+      path, {'lr': 0.5, 'model': 'resnet50', 'seed': 0}) == 'lr: 0.1 -> 0.5'
+  assert saved_config.differences(
+      path, {'lr': 0.5, 'model': 'resnet50', 'seed': 0},
+      ignore={'lr'}) == ''
+  assert saved_config.differences(str(tmp_path / 'none.json'), {'lr': 1}) == ''
+
+
+def test_fields_added_later_count_as_their_old_behaviour(tmp_path):
+  # Saved before `data_shards` and `model_kwargs.depthwise` existed.
+  path = _saved(tmp_path, {'model': 'efficientnet_b0', 'model_kwargs': {}})
+  current = {'model': 'efficientnet_b0', 'data_shards': -1,
+             'model_kwargs': {'depthwise': 'auto'}}
+  assert saved_config.differences(path, current, added=_ADDED) == ''
+  assert saved_config.differences(path, current) == (
+      "data_shards: None -> -1, model_kwargs: {} -> {'depthwise': 'auto'}")
+  # A new value is still a different run.
+  current.update(data_shards=4, model_kwargs={'depthwise': 'taps'})
+  assert saved_config.differences(path, current, added=_ADDED) == (
+      "data_shards: -1 -> 4, model_kwargs: {'depthwise': 'auto'} -> "
+      "{'depthwise': 'taps'}")
+
+
+def test_added_fields_are_not_forced_on_configs_without_them(tmp_path):
+  path = _saved(tmp_path, {'model': 'resnet50', 'model_kwargs': {}})
+  assert saved_config.differences(
+      path, {'model': 'resnet50', 'model_kwargs': {}}, added=_ADDED) == ''
