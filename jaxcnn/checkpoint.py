@@ -175,11 +175,14 @@ def _reading(step_dir: epath.Path):
         f'{step_dir}: unreadable ({first_line[:200]})') from e
 
 
+def absolute(path: str) -> str:
+  """`path` made absolute (Orbax needs it), unless it is a URL (gs://...)."""
+  return path if '://' in path else os.path.abspath(os.path.expanduser(path))
+
+
 def _find_step_dir(path: str) -> epath.Path:
   """Accepts a workdir, a checkpoints dir, or a single step's dir."""
-  if '://' not in path:
-    path = os.path.abspath(os.path.expanduser(path))  # Orbax needs it.
-  path = epath.Path(path)
+  path = epath.Path(absolute(path))
   if (path / STATE).exists():
     return path
   if (path / 'checkpoints').exists():

@@ -150,8 +150,7 @@ def _class_names(config: ml_collections.ConfigDict,
 def load(path: str, use_ema: bool = False) -> Predictor:
   """The model of a training workdir or checkpoint, or of a checkpoint
   written by `python -m jaxcnn.convert`."""
-  if '://' not in path:
-    path = os.path.abspath(os.path.expanduser(path))  # Orbax needs it.
+  path = checkpoint.absolute(path)
   if not epath.Path(path).exists():
     raise FileNotFoundError(f'No checkpoint at {path}: it does not exist.')
   meta = checkpoint.load_meta(path)

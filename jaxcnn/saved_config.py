@@ -38,3 +38,11 @@ def differences(path: str, current: dict[str, Any],
   return ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}'
                    for k in sorted(set(saved) | set(current))
                    if k not in ignore and saved.get(k) != current.get(k))
+
+
+def write(path: str, config: dict[str, Any]) -> None:
+  """Writes `config` as JSON to `path` in one step (a reader sees the old
+  file or the new one, never a partial one)."""
+  with open(f'{path}.tmp', 'w') as f:
+    json.dump(config, f, indent=2, sort_keys=True)
+  os.replace(f'{path}.tmp', path)

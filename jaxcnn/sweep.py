@@ -221,8 +221,7 @@ def check_workdir(workdir: str, sweep: Sweep) -> None:
         f'{workdir} holds a sweep with a different sweep config ({changes}). '
         'Pass a new --workdir for this sweep.')
   os.makedirs(workdir, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(current, f, indent=2, sort_keys=True)
+  saved_config.write(path, current)
 
 
 def train_command(sweep: Sweep, run: Run, run_dir: str, train_py: str,

@@ -78,11 +78,8 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
         f'{workdir} holds a run with a different config ({changes}). '
         'Resume it with the same config, or pass a new --workdir to start '
         'a fresh run.')
-  if jax.process_index() == 0:
-    # Replaced in one step: the other processes may be reading it right now.
-    with open(f'{path}.tmp', 'w') as f:
-      json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(f'{path}.tmp', path)
+  if jax.process_index() == 0:  # The others may be reading it right now.
+    saved_config.write(path, current)
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -42,3 +42,12 @@ def test_added_fields_are_not_forced_on_configs_without_them(tmp_path):
   path = _saved(tmp_path, {'model': 'resnet50', 'model_kwargs': {}})
   assert saved_config.differences(
       path, {'model': 'resnet50', 'model_kwargs': {}}, added=_ADDED) == ''
+
+
+def test_write_replaces_the_file_whole(tmp_path):
+  path = str(tmp_path / 'config.json')
+  saved_config.write(path, {'seed': 1, 'lr': 0.1})
+  saved_config.write(path, {'seed': 2})
+  assert json.load(open(path)) == {'seed': 2}
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
+  assert saved_config.differences(path, {'seed': 3}) == 'seed: 2 -> 3'
