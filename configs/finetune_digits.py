@@ -16,6 +16,8 @@ def get_config():
   config = quickstart.get_config()
   config.unlock()
   config.model = 'resnet18'
+  # 1x1 convolutions (layers.pointwise_lowering): 'auto', 'conv', 'matmul'.
+  config.model_kwargs.pointwise = 'auto'
   config.image_size = 64
   config.crop_padding = 4
   config.num_epochs = 5.0

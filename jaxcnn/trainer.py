@@ -35,7 +35,8 @@ _COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir',
                               'deterministic', 'on_nonfinite'})
 # Config fields added after runs were saved, with the value that reproduces
 # those runs: their workdirs resume instead of being refused.
-ADDED_FIELDS = {'data_shards': -1, 'model_kwargs.depthwise': 'auto'}
+ADDED_FIELDS = {'data_shards': -1, 'model_kwargs.depthwise': 'auto',
+                'model_kwargs.pointwise': 'auto'}
 
 
 class WorkdirError(ValueError):

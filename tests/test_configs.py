@@ -1,4 +1,5 @@
-"""Every recipe in configs/ loads, is locked and names real models/datasets."""
+"""Every recipe in configs/ loads, is locked and names real models/datasets
+with fields those models have."""
 
 import glob
 import importlib
@@ -29,6 +30,8 @@ def test_the_issue_recipes_exist():
 def test_recipe_loads_locked_with_known_model_and_dataset(recipe):
   config = importlib.import_module(f'configs.{recipe}').get_config()
   assert config.model in models.names()
+  # Its model_kwargs are fields of its model (create refuses unknown ones).
+  assert models.from_config(config, 10).num_classes == 10
   datasets.get_spec(config.dataset)
   with pytest.raises(AttributeError):
     config.no_such_field = 1  # Locked: typos cannot add fields.

@@ -59,10 +59,77 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
       ((0, 0), *pads, (0, 0)))
 
 
-# Measured fastest depthwise implementation per platform (benchmarks/
-# RESULTS.md); platforms not listed use the grouped convolution.
+# Measured fastest implementations per platform (benchmarks/RESULTS.md);
+# platforms not listed use XLA's convolution.
 DEPTHWISE_FASTEST = {'cpu': 'taps'}
 DEPTHWISE_IMPLEMENTATIONS = ('auto', 'conv', 'taps')
+POINTWISE_FASTEST = {'cpu': 'matmul'}
+POINTWISE_IMPLEMENTATIONS = ('auto', 'conv', 'matmul')
+
+
+def _resolve(implementation: str, choices: Sequence[str],
+             fastest: dict[str, str], kind: str) -> str:
+  """`implementation`, with 'auto' as the platform's measured fastest."""
+  if implementation not in choices:
+    raise ValueError(f'Unknown {kind} implementation {implementation!r}; '
+                     f'choose one of {", ".join(choices)}.')
+  if implementation == 'auto':
+    return fastest.get(jax.default_backend(), 'conv')
+  return implementation
+
+
+class PointwiseAsMatmul:
+  """`lax.conv_general_dilated` that computes 1x1 convolutions as a matmul.
+
+  For `nn.Conv(conv_general_dilated_cls=PointwiseAsMatmul)`: a 1x1 kernel
+  without padding, dilation or groups is one [pixels, C_in] x [C_in, C_out]
+  matmul of the (strided) pixels; anything else goes to XLA's convolution.
+  XLA:CPU lowers a 1x1 convolution's backward pass as a convolution over
+  transposed copies of the activations, 1.6-6.7x slower than the matmuls
+  (benchmarks/RESULTS.md).
+  """
+
+  def __call__(self, lhs: jax.Array, rhs: jax.Array,
+               window_strides: Sequence[int], padding: Any,
+               **conv_kwargs: Any) -> jax.Array:
+    if not self._is_pointwise(lhs, rhs, window_strides, padding,
+                              **conv_kwargs):
+      return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding,
+                                          **conv_kwargs)
+    stride_h, stride_w = window_strides
+    pixels = lhs[:, ::stride_h, ::stride_w, :]
+    out = jax.lax.dot_general(
+        pixels.reshape(-1, pixels.shape[-1]), rhs[0, 0],
+        (((1,), (0,)), ((), ())), precision=conv_kwargs.get('precision'))
+    return out.reshape(*pixels.shape[:3], rhs.shape[-1])
+
+  @staticmethod
+  def _is_pointwise(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                    rhs_dilation=None, dimension_numbers=None,
+                    feature_group_count=1, precision=None) -> bool:
+    del precision  # Either path honours it.
+    if lhs.ndim != 4 or rhs.shape[:2] != (1, 1) or feature_group_count != 1:
+      return False
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                          ('NHWC', 'HWIO', 'NHWC'))
+    if jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                      dimension_numbers) != nhwc:
+      return False
+    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+      return False
+    if isinstance(padding, str):
+      padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (1, 1),
+                                        window_strides, padding)
+    return all(p == 0 for pair in padding for p in pair)
+
+
+def pointwise_lowering(implementation: str) -> type | None:
+  """nn.Conv's `conv_general_dilated_cls` for a pointwise `implementation`:
+  'conv' (None: XLA's convolution), 'matmul' (PointwiseAsMatmul) or 'auto'
+  (the platform's entry in POINTWISE_FASTEST, else 'conv')."""
+  implementation = _resolve(implementation, POINTWISE_IMPLEMENTATIONS,
+                            POINTWISE_FASTEST, 'pointwise')
+  return PointwiseAsMatmul if implementation == 'matmul' else None
 
 
 class DepthwiseConv(nn.Module):
@@ -91,10 +158,8 @@ class DepthwiseConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.implementation not in DEPTHWISE_IMPLEMENTATIONS:
-      raise ValueError(
-          f'Unknown depthwise implementation {self.implementation!r}; choose '
-          f'one of {", ".join(DEPTHWISE_IMPLEMENTATIONS)}.')
+    implementation = _resolve(self.implementation, DEPTHWISE_IMPLEMENTATIONS,
+                              DEPTHWISE_FASTEST, 'depthwise')
     k, stride, channels = self.kernel_size, self.strides, x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (k, k, 1, channels),
                         self.param_dtype).astype(self.dtype)
@@ -102,9 +167,6 @@ class DepthwiseConv(nn.Module):
     pads = (jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride),
                                     self.padding)
             if isinstance(self.padding, str) else self.padding)
-    implementation = self.implementation
-    if implementation == 'auto':
-      implementation = DEPTHWISE_FASTEST.get(jax.default_backend(), 'conv')
     if implementation == 'conv':
       return jax.lax.conv_general_dilated(
           x, kernel, (stride, stride), pads,

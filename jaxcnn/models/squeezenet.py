@@ -6,7 +6,7 @@ is classifier.1, the final 1x1 conv.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,18 +24,15 @@ class Fire(nn.Module):
   """squeeze 1x1 -> ReLU -> concat[expand 1x1 -> ReLU, expand 3x3 -> ReLU]."""
   squeeze: int
   expand: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  conv: Callable[..., nn.Module]
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(
-        nn.Conv, kernel_init=_kaiming_uniform, dtype=self.dtype,
-        param_dtype=self.param_dtype)
-    x = nn.relu(conv(self.squeeze, (1, 1), padding=0, name='squeeze')(x))
-    expand1x1 = conv(self.expand, (1, 1), padding=0, name='expand1x1')(x)
-    expand3x3 = conv(self.expand, (3, 3), padding=layers.symmetric_padding(3),
-                     name='expand3x3')(x)
+    x = nn.relu(self.conv(self.squeeze, (1, 1), padding=0, name='squeeze')(x))
+    expand1x1 = self.conv(self.expand, (1, 1), padding=0, name='expand1x1')(x)
+    expand3x3 = self.conv(self.expand, (3, 3),
+                          padding=layers.symmetric_padding(3),
+                          name='expand3x3')(x)
     return nn.relu(jnp.concatenate([expand1x1, expand3x3], axis=-1))
 
 
@@ -51,27 +48,29 @@ class SqueezeNet(nn.Module):
   fires: Sequence[tuple[int, int] | None]
   in_channels: int = 3
   dropout_rate: float = 0.5
+  pointwise: str = 'auto'  # 1x1 convolutions: layers.pointwise_lowering.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_images(images, self.in_channels, 'SqueezeNet')
-    x = nn.Conv(self.stem_features, (self.stem_kernel,) * 2, 2, padding=0,
-                kernel_init=_kaiming_uniform, dtype=self.dtype,
-                param_dtype=self.param_dtype, name='features_0')(images)
+    conv = functools.partial(
+        nn.Conv, kernel_init=_kaiming_uniform, dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        conv_general_dilated_cls=layers.pointwise_lowering(self.pointwise))
+    x = conv(self.stem_features, (self.stem_kernel,) * 2, 2, padding=0,
+             name='features_0')(images)
     x = layers.max_pool(nn.relu(x), 3, 2, ceil_mode=True)
     # torchvision's features.1 and .2 are the stem's ReLU and max pool.
     for index, fire in enumerate(self.fires, start=3):
       if fire is None:
         x = layers.max_pool(x, 3, 2, ceil_mode=True)
       else:
-        x = Fire(*fire, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name=f'features_{index}')(x)
+        x = Fire(*fire, conv, name=f'features_{index}')(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Conv(self.num_classes, (1, 1), padding=0,
-                kernel_init=jax.nn.initializers.normal(0.01), dtype=self.dtype,
-                param_dtype=self.param_dtype, name='head')(x)
+    x = conv(self.num_classes, (1, 1), padding=0,
+             kernel_init=jax.nn.initializers.normal(0.01), name='head')(x)
     return layers.global_avg_pool(nn.relu(x))
 
 

@@ -1,5 +1,5 @@
-"""Pooling helpers against hand-computed torch semantics; depthwise
-convolution implementations against the grouped convolution."""
+"""Pooling helpers against hand-computed torch semantics; depthwise and
+pointwise convolution implementations against XLA's convolutions."""
 
 import flax.linen as nn
 import jax
@@ -94,6 +94,28 @@ def test_pooling_refuses_empty_feature_maps():
       pool(empty)
 
 
+def _random(shape, seed=0):
+  return jnp.asarray(np.random.RandomState(seed).normal(size=shape),
+                     jnp.float32)
+
+
+def _assert_same_function(ours, theirs, x):
+  """Same parameters and initial values (weights move freely between the
+  two), same outputs and gradients in float32; returns the output shape."""
+  params = ours.init(jax.random.PRNGKey(0), x)
+  jax.tree.map(np.testing.assert_array_equal, params,
+               theirs.init(jax.random.PRNGKey(0), x))
+  out, our_vjp = jax.vjp(ours.apply, params, x)
+  reference, their_vjp = jax.vjp(theirs.apply, params, x)
+  assert out.shape == reference.shape
+  np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+  grad = _random(out.shape, seed=1)
+  for mine, exact in zip(jax.tree.leaves(our_vjp(grad)),
+                         jax.tree.leaves(their_vjp(grad))):
+    np.testing.assert_allclose(mine, exact, rtol=1e-4, atol=1e-4)
+  return out.shape
+
+
 def _depthwise_and_grouped_conv(kernel_size, stride, padding, implementation,
                                 dtype=jnp.float32):
   depthwise = layers.DepthwiseConv(
@@ -114,28 +136,13 @@ def test_depthwise_conv_is_the_grouped_convolution(kernel_size, stride,
                                                     padding, implementation):
   depthwise, grouped = _depthwise_and_grouped_conv(kernel_size, stride,
                                                    padding, implementation)
-  x = jnp.asarray(np.random.RandomState(0).normal(size=(2, 15, 15, 6)),
-                  jnp.float32)
-  params = depthwise.init(jax.random.PRNGKey(0), x)
-  # The same parameter tree and initial values: weights move freely.
-  jax.tree.map(np.testing.assert_array_equal, params,
-               grouped.init(jax.random.PRNGKey(0), x))
-  ours, our_vjp = jax.vjp(depthwise.apply, params, x)
-  theirs, their_vjp = jax.vjp(grouped.apply, params, x)
-  assert ours.shape == theirs.shape
-  np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
-  grad = jnp.asarray(np.random.RandomState(1).normal(size=ours.shape),
-                     jnp.float32)
-  for mine, reference in zip(jax.tree.leaves(our_vjp(grad)),
-                             jax.tree.leaves(their_vjp(grad))):
-    np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-4)
+  _assert_same_function(depthwise, grouped, _random((2, 15, 15, 6)))
 
 
 def test_depthwise_taps_in_bfloat16_round_like_the_convolution():
   depthwise, grouped = _depthwise_and_grouped_conv(3, 1, 'SAME', 'taps',
                                                    jnp.bfloat16)
-  x = jnp.asarray(np.random.RandomState(0).normal(size=(2, 9, 9, 6)),
-                  jnp.float32)
+  x = _random((2, 9, 9, 6))
   params = depthwise.init(jax.random.PRNGKey(0), x)
   ours = depthwise.apply(params, x)
   assert ours.dtype == jnp.bfloat16
@@ -187,3 +194,79 @@ def test_depthwise_conv_refuses_an_unknown_implementation():
   with pytest.raises(ValueError, match="Unknown depthwise implementation "
                      "'pallas'; choose one of auto, conv, taps."):
     module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 4)))
+
+
+def _conv(features, kernel_size, stride, padding, implementation,
+          use_bias=False, dtype=jnp.float32):
+  return nn.Conv(features, (kernel_size, kernel_size), stride, padding=padding,
+                 use_bias=use_bias, dtype=dtype,
+                 bias_init=nn.initializers.normal(1.0),
+                 conv_general_dilated_cls=layers.pointwise_lowering(
+                     implementation))
+
+
+def _convolutions(module, x):
+  params = module.init(jax.random.PRNGKey(0), x)
+  return str(jax.make_jaxpr(module.apply)(params, x)).count(
+      'conv_general_dilated')
+
+
+@pytest.mark.parametrize('implementation', ['matmul', 'auto'])
+@pytest.mark.parametrize('stride, padding, use_bias', [
+    (1, 'SAME', False), (2, 'SAME', True), (1, 0, True), (2, 'VALID', False),
+    (2, ((0, 0), (0, 0)), False),
+])
+def test_pointwise_matmul_is_the_1x1_convolution(stride, padding, use_bias,
+                                                 implementation):
+  ours = _conv(5, 1, stride, padding, implementation, use_bias)
+  theirs = _conv(5, 1, stride, padding, 'conv', use_bias)
+  x = _random((2, 15, 15, 6))
+  assert _convolutions(ours, x) == 0 and _convolutions(theirs, x) == 1
+  size = 15 if stride == 1 else 8
+  assert _assert_same_function(ours, theirs, x) == (2, size, size, 5)
+
+
+def test_pointwise_matmul_in_bfloat16_rounds_like_the_convolution():
+  ours = _conv(5, 1, 1, 'SAME', 'matmul', dtype=jnp.bfloat16)
+  theirs = _conv(5, 1, 1, 'SAME', 'conv', dtype=jnp.bfloat16)
+  x = _random((2, 9, 9, 64))
+  params = ours.init(jax.random.PRNGKey(0), x)
+  out, reference = ours.apply(params, x), theirs.apply(params, x)
+  assert out.dtype == reference.dtype == jnp.bfloat16
+  np.testing.assert_allclose(out.astype(jnp.float32),
+                             reference.astype(jnp.float32), rtol=2**-7,
+                             atol=2**-7)
+
+
+@pytest.mark.parametrize('kernel_size, padding, dilation, groups', [
+    (3, 'SAME', 1, 1),  # Not 1x1.
+    (1, 1, 1, 1),  # Padded.
+    (1, 0, 2, 1),  # Dilated input.
+    (1, 'SAME', 1, 2),  # Grouped.
+])
+def test_pointwise_matmul_leaves_other_convolutions_to_xla(
+    kernel_size, padding, dilation, groups):
+  x = _random((2, 7, 7, 6))
+  module, reference = (
+      nn.Conv(4, (kernel_size, kernel_size), padding=padding,
+              input_dilation=dilation, feature_group_count=groups,
+              conv_general_dilated_cls=lowering)
+      for lowering in (layers.PointwiseAsMatmul, None))
+  assert _convolutions(module, x) == 1
+  params = module.init(jax.random.PRNGKey(0), x)
+  np.testing.assert_array_equal(module.apply(params, x),
+                                reference.apply(params, x))
+
+
+def test_pointwise_auto_uses_the_measured_fastest_on_cpu():
+  assert jax.default_backend() == 'cpu'
+  assert layers.POINTWISE_FASTEST['cpu'] == 'matmul'
+  assert layers.pointwise_lowering('auto') is layers.PointwiseAsMatmul
+  assert layers.pointwise_lowering('matmul') is layers.PointwiseAsMatmul
+  assert layers.pointwise_lowering('conv') is None
+
+
+def test_pointwise_lowering_refuses_an_unknown_implementation():
+  with pytest.raises(ValueError, match="Unknown pointwise implementation "
+                     "'cudnn'; choose one of auto, conv, matmul."):
+    layers.pointwise_lowering('cudnn')
