@@ -1,5 +1,7 @@
-"""Pooling helpers against hand-computed torch semantics; depthwise and
-pointwise convolution implementations against XLA's convolutions."""
+"""Pooling helpers against hand-computed torch semantics; the depthwise,
+pointwise and max-pool-backward implementations against XLA's own."""
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -270,3 +272,51 @@ def test_pointwise_lowering_refuses_an_unknown_implementation():
   with pytest.raises(ValueError, match="Unknown pointwise implementation "
                      "'cudnn'; choose one of auto, conv, matmul."):
     layers.pointwise_lowering('cudnn')
+
+
+@pytest.mark.parametrize('window, stride, padding, ceil_mode', [
+    (3, 2, 0, True),  # SqueezeNet.
+    (3, 2, 1, False),  # ResNet stem.
+    (3, 2, 0, False),  # AlexNet.
+    (2, 2, 0, False),  # LeNet.
+    (3, 1, 1, False),  # Overlapping windows at stride 1.
+])
+def test_max_pool_taps_backward_is_select_and_scatter(window, stride, padding,
+                                                      ceil_mode):
+  rng = np.random.RandomState(0)
+  # Integer values: many ties, which go to the first maximum in both; the
+  # sums of integer gradients are exact, so the two must be identical.
+  x = jnp.asarray(rng.randint(0, 4, size=(2, 13, 14, 3)), jnp.float32)
+
+  def pool(backward):
+    return functools.partial(layers.max_pool, window=window, stride=stride,
+                             padding=padding, ceil_mode=ceil_mode,
+                             backward=backward)
+
+  out, taps_vjp = jax.vjp(pool('taps'), x)
+  reference, xla_vjp = jax.vjp(pool('xla'), x)
+  np.testing.assert_array_equal(out, reference)
+  grad = jnp.asarray(rng.randint(-3, 4, size=out.shape), jnp.float32)
+  np.testing.assert_array_equal(taps_vjp(grad)[0], xla_vjp(grad)[0])
+  assert float(jnp.abs(taps_vjp(grad)[0]).sum()) > 0
+  # bf16 inputs get bf16 gradients, as with autodiff.
+  bf16_grad = jax.vjp(pool('taps'), x.astype(jnp.bfloat16))[1](
+      grad.astype(jnp.bfloat16))[0]
+  assert bf16_grad.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(bf16_grad.astype(jnp.float32),
+                                xla_vjp(grad)[0])
+
+
+def test_max_pool_backward_auto_uses_the_measured_fastest_on_cpu():
+  assert layers.MAX_POOL_BACKWARD_FASTEST['cpu'] == 'taps'
+  x = jnp.ones((1, 8, 8, 2))
+
+  def scatters(backward):
+    return str(jax.make_jaxpr(jax.grad(lambda x: layers.max_pool(
+        x, 3, 2, backward=backward).sum()))(x)).count('select_and_scatter')
+
+  assert scatters('auto') == scatters('taps') == 0
+  assert scatters('xla') == 1
+  with pytest.raises(ValueError, match="Unknown max-pool backward "
+                     "implementation 'cudnn'; choose one of auto, xla, taps."):
+    layers.max_pool(x, 3, 2, backward='cudnn')
