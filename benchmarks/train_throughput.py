@@ -30,7 +30,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from absl import app
 from absl import flags
@@ -45,6 +45,7 @@ from jaxcnn import optim
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
+from jaxcnn.models import layers
 
 DTYPES = ('float32', 'bfloat16')
 
@@ -59,6 +60,10 @@ def define_model_flags() -> None:
   flags.DEFINE_multi_string(
       'model_kwarg', [], 'Model field NAME=VALUE (a Python literal, else a '
       'string), e.g. depthwise=conv; repeat for more.')
+  flags.DEFINE_multi_string(
+      'fastest', [], "Overrides what 'auto' picks on this platform "
+      '(layers.FASTEST), KIND=IMPLEMENTATION, e.g. max_pool_backward=xla; '
+      'repeat for more.')
   flags.DEFINE_integer('batch', 256, 'Global batch size.')
   flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
   flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
@@ -80,18 +85,44 @@ def _define_flags() -> None:
   flags.DEFINE_string('json_out', '', 'Also write the report here as JSON.')
 
 
-def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
-  """{'depthwise': 'conv', 'padding': 'same'} from ['depthwise=conv', ...]."""
-  kwargs = {}
+def _name_value_pairs(flag: str, items: list[str]) -> Iterator[tuple[str,
+                                                                     str]]:
   for item in items:
     name, sep, value = item.partition('=')
     if not sep or not name:
-      raise app.UsageError(f'--model_kwarg={item!r} is not NAME=VALUE.')
+      raise app.UsageError(f'--{flag}={item!r} is not NAME=VALUE.')
+    yield name, value
+
+
+def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
+  """{'depthwise': 'conv', 'padding': 'same'} from ['depthwise=conv', ...]."""
+  kwargs = {}
+  for name, value in _name_value_pairs('model_kwarg', items):
     try:
       kwargs[name] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       kwargs[name] = value
   return kwargs
+
+
+def parse_fastest(items: list[str]) -> dict[str, str]:
+  """{'max_pool_backward': 'xla'} from ['max_pool_backward=xla'], checked
+  against layers.IMPLEMENTATIONS."""
+  overrides = dict(_name_value_pairs('fastest', items))
+  for kind, implementation in overrides.items():
+    choices = layers.IMPLEMENTATIONS.get(kind, ('auto',))[1:]
+    if implementation not in choices:
+      raise app.UsageError(
+          f'--fastest={kind}={implementation}: KIND is one of '
+          f'{", ".join(layers.IMPLEMENTATIONS)}, IMPLEMENTATION one of its '
+          f'{", ".join(choices) or "implementations"}.')
+  return overrides
+
+
+def use_fastest(overrides: dict[str, str]) -> None:
+  """Makes 'auto' pick `overrides` on this platform, in this process."""
+  for kind, implementation in overrides.items():
+    layers.FASTEST[kind][jax.default_backend()] = implementation
 
 
 def config_from_flags() -> tuple[ml_collections.ConfigDict, str]:
@@ -252,8 +283,10 @@ def utilisation(flops_per_step: float, step_s: float,
 
 
 def _jax_run(config: ml_collections.ConfigDict, batch: int, steps: int,
-             warmup: int, num_classes: int) -> dict[str, Any]:
+             warmup: int, num_classes: int,
+             fastest: dict[str, str]) -> dict[str, Any]:
   """measure() with the device, its measured peak and the MFU."""
+  use_fastest(fastest)
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   peak, peak_matmul = measured_peak_flops(dtype)
   result = measure(config, batch, steps, warmup, num_classes)
@@ -290,13 +323,16 @@ def _call(isolate: bool, fn: Callable[..., dict], *args: Any) -> dict:
 
 def run(config: ml_collections.ConfigDict, dtype: str, batch: int, steps: int,
         warmup: int, *, num_classes: int = 1000, peer: str = 'torch',
-        peer_compile: str = 'auto', isolate: bool = True) -> dict[str, Any]:
+        peer_compile: str = 'auto', isolate: bool = True,
+        fastest: dict[str, str] | None = None) -> dict[str, Any]:
   """jaxcnn and (unless peer='none') its torch peer in `dtype`, and the
-  ratio of their images/s. The peer's MFU counts the jaxcnn step's FLOPs."""
+  ratio of their images/s. The peer's MFU counts the jaxcnn step's FLOPs.
+  `fastest`: overrides of layers.FASTEST for the jaxcnn step."""
   config = config.copy_and_resolve_references()
   config.half_precision = dtype == 'bfloat16'
   config.batch_size = batch  # The learning rate scales with it.
-  ours = _call(isolate, _jax_run, config, batch, steps, warmup, num_classes)
+  ours = _call(isolate, _jax_run, config, batch, steps, warmup, num_classes,
+               fastest or {})
   _progress(f'jaxcnn {dtype}', ours)
   result = {'dtype': dtype, 'jaxcnn': ours}
   if peer == 'none':
@@ -359,11 +395,13 @@ def _versions() -> dict[str, str]:
 def main(argv):
   del argv
   config, recipe = config_from_flags()
+  fastest = parse_fastest(FLAGS.fastest)
   load_before = os.getloadavg()
   dtypes = DTYPES if FLAGS.dtype == 'both' else (FLAGS.dtype,)
   results = [run(config, dtype, FLAGS.batch, FLAGS.steps, FLAGS.warmup,
                  num_classes=FLAGS.num_classes, peer=FLAGS.peer,
-                 peer_compile=FLAGS.peer_compile, isolate=FLAGS.isolate)
+                 peer_compile=FLAGS.peer_compile, isolate=FLAGS.isolate,
+                 fastest=fastest)
              for dtype in dtypes]
   first = results[0]['jaxcnn']
   report = {
@@ -372,8 +410,8 @@ def main(argv):
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
       'model': FLAGS.model, 'recipe': recipe,
-      'model_kwargs': config.model_kwargs.to_dict(), 'batch': FLAGS.batch,
-      'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
+      'model_kwargs': config.model_kwargs.to_dict(), 'fastest': fastest,
+      'batch': FLAGS.batch, 'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
       'steps': FLAGS.steps, 'warmup': FLAGS.warmup,
       'device': first['device'], 'devices': first['devices'],
       'cpu': platform.processor() or platform.machine(),

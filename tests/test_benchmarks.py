@@ -2,11 +2,13 @@
 
 import functools
 
+from absl import app
 import jax
 import pytest
 
 from benchmarks import train_throughput
 from jaxcnn import models
+from jaxcnn.models import layers
 from jaxcnn import state as state_lib
 
 _JAX_FIELDS = {'parameters', 'compile_s', 'step_s', 'images_per_s',
@@ -139,5 +141,33 @@ def test_model_kwargs_flags_parse_literals_and_strings():
   assert train_throughput.parse_model_kwargs(
       ['depthwise=conv', 'width=1.5', 'features_only=True']) == {
           'depthwise': 'conv', 'width': 1.5, 'features_only': True}
-  with pytest.raises(Exception, match='is not NAME=VALUE'):
+  with pytest.raises(app.UsageError, match='is not NAME=VALUE'):
     train_throughput.parse_model_kwargs(['depthwise'])
+
+
+def test_fastest_flags_are_checked_and_reach_the_isolated_step(monkeypatch):
+  assert train_throughput.parse_fastest(
+      ['max_pool_backward=xla', 'pointwise=conv']) == {
+          'max_pool_backward': 'xla', 'pointwise': 'conv'}
+  for bad in ('max_pool=xla', 'pointwise=auto', 'depthwise=matmul'):
+    with pytest.raises(app.UsageError, match='KIND is one of depthwise, '
+                       'pointwise, max_pool_backward'):
+      train_throughput.parse_fastest([bad])
+  monkeypatch.setitem(layers.FASTEST, 'max_pool_backward', {'cpu': 'taps'})
+  train_throughput.use_fastest({'max_pool_backward': 'xla'})
+  assert layers.resolve('max_pool_backward', 'auto') == 'xla'
+
+  # The measured step runs in a new process: the override reaches it and
+  # changes its program (XLA counts the two max-pool backward passes'
+  # operations differently), not what it computes.
+  def measured(fastest):
+    config, _ = train_throughput.load_recipe('lenet5', '')
+    config.image_size = 32
+    row = train_throughput.run(config, 'float32', batch=2, steps=1, warmup=0,
+                               num_classes=10, peer='none', fastest=fastest)
+    return row['jaxcnn']['flops_per_step'], row['jaxcnn']['loss']
+
+  (taps_flops, taps_loss), (xla_flops, xla_loss) = (
+      measured({}), measured({'max_pool_backward': 'xla'}))
+  assert taps_flops != xla_flops
+  assert taps_loss == xla_loss

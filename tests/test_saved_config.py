@@ -1,8 +1,12 @@
 """Comparing a config with the one a workdir saved."""
 
+import importlib
 import json
 
+import pytest
+
 from jaxcnn import saved_config
+from jaxcnn import trainer
 
 _ADDED = {'data_shards': -1, 'model_kwargs.depthwise': 'auto'}
 
@@ -51,3 +55,17 @@ def test_write_replaces_the_file_whole(tmp_path):
   assert json.load(open(path)) == {'seed': 2}
   assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
   assert saved_config.differences(path, {'seed': 3}) == 'seed: 2 -> 3'
+
+
+@pytest.mark.parametrize('recipe', ['resnet50', 'squeezenet1_1',
+                                    'efficientnet_b0'])
+def test_recipes_saved_before_their_added_fields_resume(recipe, tmp_path):
+  config = importlib.import_module(f'configs.{recipe}').get_config()
+  current = json.loads(config.to_json_best_effort())
+  # As saved before data_shards and the implementation fields existed.
+  old = {**current, 'model_kwargs': {}}
+  del old['data_shards']
+  path = _saved(tmp_path, old)
+  assert saved_config.differences(path, current,
+                                  added=trainer.ADDED_FIELDS) == ''
+  assert 'data_shards: None -> -1' in saved_config.differences(path, current)

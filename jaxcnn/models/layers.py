@@ -41,24 +41,30 @@ def symmetric_padding(kernel_size: int, dilation: int = 1) -> tuple:
   return ((pad, pad), (pad, pad))
 
 
-# Measured fastest implementations per platform (benchmarks/RESULTS.md);
-# platforms not listed use XLA's own (the first choice after 'auto').
-DEPTHWISE_FASTEST = {'cpu': 'taps'}
-DEPTHWISE_IMPLEMENTATIONS = ('auto', 'conv', 'taps')
-POINTWISE_FASTEST = {'cpu': 'matmul'}
-POINTWISE_IMPLEMENTATIONS = ('auto', 'conv', 'matmul')
-MAX_POOL_BACKWARD_FASTEST = {'cpu': 'taps'}
-MAX_POOL_BACKWARDS = ('auto', 'xla', 'taps')
+# Each kind of op's implementations: 'auto', then XLA's own, then ours.
+IMPLEMENTATIONS = {
+    'depthwise': ('auto', 'conv', 'taps'),
+    'pointwise': ('auto', 'conv', 'matmul'),
+    'max_pool_backward': ('auto', 'xla', 'taps'),
+}
+# What 'auto' picks per platform: the fastest measured there
+# (benchmarks/RESULTS.md). Platforms not listed get XLA's own.
+FASTEST = {
+    'depthwise': {'cpu': 'taps'},
+    'pointwise': {'cpu': 'matmul'},
+    'max_pool_backward': {'cpu': 'taps'},
+}
 
 
-def _resolve(implementation: str, choices: Sequence[str],
-             fastest: dict[str, str], kind: str) -> str:
-  """`implementation`, with 'auto' as the platform's measured fastest."""
+def resolve(kind: str, implementation: str) -> str:
+  """The implementation of `kind` to run: `implementation`, with 'auto' as
+  FASTEST[kind] for the platform (else XLA's own)."""
+  choices = IMPLEMENTATIONS[kind]
   if implementation not in choices:
     raise ValueError(f'Unknown {kind} implementation {implementation!r}; '
                      f'choose one of {", ".join(choices)}.')
   if implementation == 'auto':
-    return fastest.get(jax.default_backend(), choices[1])
+    return FASTEST[kind].get(jax.default_backend(), choices[1])
   return implementation
 
 
@@ -70,10 +76,9 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
   an argmax reduce-window carrying index arrays plus a scatter), 'taps'
   (each window's gradient to its first maximum, as select-and-scatter does,
   in one fused pass over the window's taps: 2.4-3x faster on CPU) or
-  'auto' (MAX_POOL_BACKWARD_FASTEST for the platform, else 'xla').
+  'auto' (FASTEST['max_pool_backward'] for the platform, else 'xla').
   """
-  backward = _resolve(backward, MAX_POOL_BACKWARDS, MAX_POOL_BACKWARD_FASTEST,
-                      'max-pool backward')
+  backward = resolve('max_pool_backward', backward)
   pads = []
   for size in x.shape[1:3]:
     high = padding
@@ -187,9 +192,8 @@ class PointwiseAsMatmul:
 def pointwise_lowering(implementation: str) -> type | None:
   """nn.Conv's `conv_general_dilated_cls` for a pointwise `implementation`:
   'conv' (None: XLA's convolution), 'matmul' (PointwiseAsMatmul) or 'auto'
-  (the platform's entry in POINTWISE_FASTEST, else 'conv')."""
-  implementation = _resolve(implementation, POINTWISE_IMPLEMENTATIONS,
-                            POINTWISE_FASTEST, 'pointwise')
+  (FASTEST['pointwise'] for the platform, else 'conv')."""
+  implementation = resolve('pointwise', implementation)
   return PointwiseAsMatmul if implementation == 'matmul' else None
 
 
@@ -207,7 +211,7 @@ class DepthwiseConv(nn.Module):
       train step is 3-5x faster with taps, benchmarks/RESULTS.md) and is
       reported slow on GPUs (jax-ml/jax#13800). Products are of inputs and
       taps rounded to `dtype`, summed in float32, as the convolution does.
-    'auto': the platform's entry in DEPTHWISE_FASTEST, else 'conv'.
+    'auto': FASTEST['depthwise'] for the platform, else 'conv'.
   """
   kernel_size: int
   strides: int = 1
@@ -219,8 +223,7 @@ class DepthwiseConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    implementation = _resolve(self.implementation, DEPTHWISE_IMPLEMENTATIONS,
-                              DEPTHWISE_FASTEST, 'depthwise')
+    implementation = resolve('depthwise', self.implementation)
     k, stride, channels = self.kernel_size, self.strides, x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (k, k, 1, channels),
                         self.param_dtype).astype(self.dtype)
@@ -276,9 +279,8 @@ def _depthwise_taps_bwd(pads, stride, residuals, grad):
       (0, 0, 0)))
   taps = kernel.astype(accumulate)
   x_grad = sum(
-      jax.lax.slice(spread, (0, top + k - 1 - i, left + k - 1 - j, 0),
-                    (n, top + k - 1 - i + height, left + k - 1 - j + width,
-                     channels)) * taps[i, j, 0]
+      _strided_window_slice(spread, top + k - 1 - i, left + k - 1 - j,
+                            x.shape, 1) * taps[i, j, 0]
       for i in range(k) for j in range(k))
   padded = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(accumulate)
   window = (n, (out_h - 1) * stride + 1, (out_w - 1) * stride + 1, channels)

@@ -186,7 +186,7 @@ def test_depthwise_auto_uses_the_measured_fastest_on_cpu():
     return str(jax.make_jaxpr(module.apply)(params, x)).count(
         'conv_general_dilated')
 
-  assert layers.DEPTHWISE_FASTEST['cpu'] == 'taps'
+  assert layers.FASTEST['depthwise']['cpu'] == 'taps'
   assert convolutions('auto') == convolutions('taps') == 0
   assert convolutions('conv') == 1
 
@@ -262,7 +262,7 @@ def test_pointwise_matmul_leaves_other_convolutions_to_xla(
 
 def test_pointwise_auto_uses_the_measured_fastest_on_cpu():
   assert jax.default_backend() == 'cpu'
-  assert layers.POINTWISE_FASTEST['cpu'] == 'matmul'
+  assert layers.FASTEST['pointwise']['cpu'] == 'matmul'
   assert layers.pointwise_lowering('auto') is layers.PointwiseAsMatmul
   assert layers.pointwise_lowering('matmul') is layers.PointwiseAsMatmul
   assert layers.pointwise_lowering('conv') is None
@@ -308,7 +308,7 @@ def test_max_pool_taps_backward_is_select_and_scatter(window, stride, padding,
 
 
 def test_max_pool_backward_auto_uses_the_measured_fastest_on_cpu():
-  assert layers.MAX_POOL_BACKWARD_FASTEST['cpu'] == 'taps'
+  assert layers.FASTEST['max_pool_backward']['cpu'] == 'taps'
   x = jnp.ones((1, 8, 8, 2))
 
   def scatters(backward):
@@ -317,6 +317,6 @@ def test_max_pool_backward_auto_uses_the_measured_fastest_on_cpu():
 
   assert scatters('auto') == scatters('taps') == 0
   assert scatters('xla') == 1
-  with pytest.raises(ValueError, match="Unknown max-pool backward "
+  with pytest.raises(ValueError, match="Unknown max_pool_backward "
                      "implementation 'cudnn'; choose one of auto, xla, taps."):
     layers.max_pool(x, 3, 2, backward='cudnn')
