@@ -20,6 +20,7 @@ no TensorFlow.
 
 import ast
 import concurrent.futures
+import contextlib
 import datetime
 import functools
 import importlib
@@ -160,11 +161,30 @@ def step_flops(stage: Any) -> float:
 
 def model_flops(fn: Callable[..., Any], *args: Any) -> float:
   """FLOPs of fn(*args) by XLA's cost analysis of the unoptimised program
-  lowered for the CPU: the GPU's analysis counts no convolutions."""
+  lowered for the CPU (the GPU's analysis counts no convolutions), with
+  XLA's own implementation wherever 'auto' picks (layers.FASTEST): the
+  network's count, the same on every platform, as im2col matmuls and taps
+  also count the padding that XLA's convolutions skip."""
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
   specs = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
-  return step_flops(jax.jit(fn).lower(*specs))
+  with xla_implementations():
+    # A new function object: no trace cached under other implementations.
+    return step_flops(jax.jit(functools.partial(fn)).lower(*specs))
+
+
+@contextlib.contextmanager
+def xla_implementations() -> Iterator[None]:
+  """Within the block, 'auto' picks XLA's own implementation of every kind
+  on every platform."""
+  saved = {kind: dict(table) for kind, table in layers.FASTEST.items()}
+  for table in layers.FASTEST.values():
+    table.clear()
+  try:
+    yield
+  finally:
+    for kind, table in saved.items():
+      layers.FASTEST[kind].update(table)
 
 
 def peak_memory(compiled: Any, device: jax.Device) -> tuple[int, str]:
@@ -293,6 +313,8 @@ def _jax_run(config: ml_collections.ConfigDict, batch: int, steps: int,
   device = jax.devices()[0]
   return {**result, 'peak_flops_per_s': peak, 'peak_matmul': peak_matmul,
           **utilisation(result['flops_per_step'], result['step_s'], peak),
+          'implementations': {kind: layers.resolve(kind, 'auto')
+                              for kind in layers.IMPLEMENTATIONS},
           'platform': device.platform,
           'device': f'{device.platform}: {device.device_kind}',
           'devices': jax.device_count()}

@@ -26,7 +26,7 @@ def get_config(variant: str):
   config.image_size = size
   # layers.DepthwiseConv: 'auto' (the measured fastest here), 'conv', 'taps'.
   config.model_kwargs.depthwise = 'auto'
-  # 1x1 convolutions (layers.pointwise_lowering): 'auto', 'conv', 'matmul'.
+  # 1x1 convolutions (layers.conv_lowering): 'auto', 'conv', 'matmul'.
   config.model_kwargs.pointwise = 'auto'
   config.interpolation = 'bicubic'
   config.eval_crop_fraction = size / (size + _CROP_PADDING)

@@ -16,7 +16,7 @@ def get_config():
   config = quickstart.get_config()
   config.unlock()
   config.model = 'resnet18'
-  # 1x1 convolutions (layers.pointwise_lowering): 'auto', 'conv', 'matmul'.
+  # 1x1 convolutions (layers.conv_lowering): 'auto', 'conv', 'matmul'.
   config.model_kwargs.pointwise = 'auto'
   config.image_size = 64
   config.crop_padding = 4

@@ -9,7 +9,7 @@ def get_config():
   config = base.get_config()
   config.model = 'resnet18'
   config.dataset = 'cifar10'
-  # 1x1 convolutions (layers.pointwise_lowering): 'auto', 'conv', 'matmul'.
+  # 1x1 convolutions (layers.conv_lowering): 'auto', 'conv', 'matmul'.
   config.model_kwargs.pointwise = 'auto'
   config.image_size = 32
   config.train_crop = 'pad_and_crop'

@@ -3,7 +3,9 @@
 import functools
 
 from absl import app
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import pytest
 
 from benchmarks import train_throughput
@@ -14,7 +16,7 @@ from jaxcnn import state as state_lib
 _JAX_FIELDS = {'parameters', 'compile_s', 'step_s', 'images_per_s',
                'flops_per_step', 'peak_memory_bytes', 'memory_source', 'loss',
                'peak_flops_per_s', 'peak_matmul', 'achieved_flops_per_s',
-               'mfu', 'platform', 'device', 'devices'}
+               'mfu', 'implementations', 'platform', 'device', 'devices'}
 
 
 def _check_sane(result: dict) -> None:
@@ -151,23 +153,48 @@ def test_fastest_flags_are_checked_and_reach_the_isolated_step(monkeypatch):
           'max_pool_backward': 'xla', 'pointwise': 'conv'}
   for bad in ('max_pool=xla', 'pointwise=auto', 'depthwise=matmul'):
     with pytest.raises(app.UsageError, match='KIND is one of depthwise, '
-                       'pointwise, max_pool_backward'):
+                       'pointwise, small_output_conv, max_pool_backward'):
       train_throughput.parse_fastest([bad])
   monkeypatch.setitem(layers.FASTEST, 'max_pool_backward', {'cpu': 'taps'})
   train_throughput.use_fastest({'max_pool_backward': 'xla'})
   assert layers.resolve('max_pool_backward', 'auto') == 'xla'
 
   # The measured step runs in a new process: the override reaches it and
-  # changes its program (XLA counts the two max-pool backward passes'
-  # operations differently), not what it computes.
+  # changes what 'auto' picks there, not the loss or the counted FLOPs.
   def measured(fastest):
     config, _ = train_throughput.load_recipe('lenet5', '')
     config.image_size = 32
     row = train_throughput.run(config, 'float32', batch=2, steps=1, warmup=0,
                                num_classes=10, peer='none', fastest=fastest)
-    return row['jaxcnn']['flops_per_step'], row['jaxcnn']['loss']
+    return row['jaxcnn']
 
-  (taps_flops, taps_loss), (xla_flops, xla_loss) = (
-      measured({}), measured({'max_pool_backward': 'xla'}))
-  assert taps_flops != xla_flops
-  assert taps_loss == xla_loss
+  taps, xla = measured({}), measured({'max_pool_backward': 'xla'})
+  assert taps['implementations'] == {
+      'depthwise': 'taps', 'pointwise': 'matmul',
+      'small_output_conv': 'im2col', 'max_pool_backward': 'taps'}
+  assert xla['implementations'] == {**taps['implementations'],
+                                    'max_pool_backward': 'xla'}
+  assert taps['loss'] == xla['loss']
+  assert taps['flops_per_step'] == xla['flops_per_step']
+
+
+def test_model_flops_count_the_network_not_the_cpu_implementations(
+    monkeypatch):
+  # A 3x3 convolution on a 2x2 map: XLA counts the 4 taps of each output
+  # pixel that touch the image; the CPU's im2col multiplies all 9.
+  def conv(params, x):
+    module = nn.Conv(8, (3, 3), use_bias=False,
+                     conv_general_dilated_cls=layers.conv_lowering('auto'))
+    return module.apply(params, x)
+
+  x = jnp.ones((2, 2, 2, 16))
+  params = {'params': {'kernel': jnp.ones((3, 3, 16, 8))}}
+  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'
+  im2col = train_throughput.step_flops(jax.jit(conv).lower(params, x))
+  counted = train_throughput.model_flops(conv, params, x)
+  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'
+  monkeypatch.setitem(layers.FASTEST, 'small_output_conv', {})
+  xla = train_throughput.step_flops(
+      jax.jit(functools.partial(conv)).lower(params, x))
+  assert counted == xla == 2 * (2 * 2) * 4 * 16 * 8 * 2
+  assert im2col == pytest.approx(2 * (2 * 2) * 9 * 16 * 8 * 2, abs=16)  # + pad

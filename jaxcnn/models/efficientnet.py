@@ -192,7 +192,7 @@ class EfficientNet(nn.Module):
   in_channels: int = 3
   features_only: bool = False
   depthwise: str = 'auto'  # layers.DepthwiseConv's implementation.
-  pointwise: str = 'auto'  # 1x1 convolutions: layers.pointwise_lowering.
+  pointwise: str = 'auto'  # 1x1 convolutions: layers.conv_lowering.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -207,7 +207,7 @@ class EfficientNet(nn.Module):
     conv = functools.partial(
         nn.Conv, use_bias=False, kernel_init=conv_kernel_init,
         dtype=self.dtype, param_dtype=self.param_dtype,
-        conv_general_dilated_cls=layers.pointwise_lowering(self.pointwise))
+        conv_general_dilated_cls=layers.conv_lowering(self.pointwise))
     depthwise = functools.partial(
         layers.DepthwiseConv, implementation=self.depthwise,
         kernel_init=depthwise_kernel_init, dtype=self.dtype,

@@ -2,7 +2,7 @@
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -45,6 +45,7 @@ def symmetric_padding(kernel_size: int, dilation: int = 1) -> tuple:
 IMPLEMENTATIONS = {
     'depthwise': ('auto', 'conv', 'taps'),
     'pointwise': ('auto', 'conv', 'matmul'),
+    'small_output_conv': ('auto', 'conv', 'im2col'),
     'max_pool_backward': ('auto', 'xla', 'taps'),
 }
 # What 'auto' picks per platform: the fastest measured there
@@ -52,6 +53,7 @@ IMPLEMENTATIONS = {
 FASTEST = {
     'depthwise': {'cpu': 'taps'},
     'pointwise': {'cpu': 'matmul'},
+    'small_output_conv': {'cpu': 'im2col'},
     'max_pool_backward': {'cpu': 'taps'},
 }
 
@@ -101,13 +103,14 @@ def _max_pool(x: jax.Array, window: int, stride: int,
 
 
 def _strided_window_slice(x: jax.Array, row: int, col: int, out_shape: tuple,
-                          stride: int) -> jax.Array:
+                          stride: int | Sequence[int]) -> jax.Array:
   """x[:, row::stride, col::stride] cut to the output's height and width."""
   n, out_h, out_w, channels = out_shape
+  stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
   return jax.lax.slice(x, (0, row, col, 0),
-                       (n, row + (out_h - 1) * stride + 1,
-                        col + (out_w - 1) * stride + 1, channels),
-                       (1, stride, stride, 1))
+                       (n, row + (out_h - 1) * stride_h + 1,
+                        col + (out_w - 1) * stride_w + 1, channels),
+                       (1, stride_h, stride_w, 1))
 
 
 _max_pool_taps = jax.custom_vjp(_max_pool, nondiff_argnums=(1, 2, 3))
@@ -144,57 +147,118 @@ def _max_pool_taps_bwd(window, stride, pads, residuals, grad):
 _max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)
 
 
-class PointwiseAsMatmul:
-  """`lax.conv_general_dilated` that computes 1x1 convolutions as a matmul.
+class ConvAsMatmul:
+  """`lax.conv_general_dilated` that computes as matmuls the convolutions
+  XLA:CPU lowers slowly, and leaves the rest to XLA's convolution.
 
-  For `nn.Conv(conv_general_dilated_cls=PointwiseAsMatmul)`: a 1x1 kernel
-  without padding, dilation or groups is one [pixels, C_in] x [C_in, C_out]
-  matmul of the (strided) pixels; anything else goes to XLA's convolution.
-  XLA:CPU lowers a 1x1 convolution's backward pass as a convolution over
-  transposed copies of the activations, 1.6-6.7x slower than the matmuls
-  (benchmarks/RESULTS.md).
+  For nn.Conv's `conv_general_dilated_cls` (built by `conv_lowering`). Only
+  NHWC x HWIO convolutions without dilation or groups qualify:
+  - `pointwise`: a 1x1 kernel without padding, as one [pixels, C_in] x
+    [C_in, C_out] matmul of the (strided) pixels. XLA:CPU computes its
+    backward pass as a convolution over transposed copies of the
+    activations, 1.6-6.7x slower.
+  - `small_output`: a kernel larger than its output in either dimension
+    (a 3x3 on a 2x2 map, a stride-2 3x3 on a 4x4 one), as one im2col matmul
+    over the kernel taps that touch the image (taps that see only padding
+    are dropped). XLA:CPU runs such a convolution with its operands swapped,
+    up to 45x slower forward and backward (benchmarks/RESULTS.md).
   """
+
+  def __init__(self, pointwise: bool, small_output: bool):
+    self.pointwise = pointwise
+    self.small_output = small_output
 
   def __call__(self, lhs: jax.Array, rhs: jax.Array,
                window_strides: Sequence[int], padding: Any,
-               **conv_kwargs: Any) -> jax.Array:
-    if not self._is_pointwise(lhs, rhs, window_strides, padding,
-                              **conv_kwargs):
-      return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding,
-                                          **conv_kwargs)
-    stride_h, stride_w = window_strides
-    pixels = lhs[:, ::stride_h, ::stride_w, :]
-    out = jax.lax.dot_general(
-        pixels.reshape(-1, pixels.shape[-1]), rhs[0, 0],
-        (((1,), (0,)), ((), ())), precision=conv_kwargs.get('precision'))
-    return out.reshape(*pixels.shape[:3], rhs.shape[-1])
+               lhs_dilation: Sequence[int] | None = None,
+               rhs_dilation: Sequence[int] | None = None,
+               dimension_numbers: Any = None, feature_group_count: int = 1,
+               precision: Any = None) -> jax.Array:
+    taps = None
+    if (_plain_nhwc_convolution(lhs, rhs, dimension_numbers,
+                                feature_group_count)
+        and all(d == 1 for d in (*(lhs_dilation or ()),
+                                 *(rhs_dilation or ())))):
+      if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2],
+                                          window_strides, padding)
+      taps = self._taps_as_matmul(lhs.shape[1:3], rhs.shape[:2],
+                                  tuple(window_strides), tuple(padding))
+    if not taps:
+      return jax.lax.conv_general_dilated(
+          lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+          rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+          feature_group_count=feature_group_count, precision=precision)
+    return _taps_matmul(lhs, rhs, taps, window_strides, padding, precision)
 
-  @staticmethod
-  def _is_pointwise(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                    rhs_dilation=None, dimension_numbers=None,
-                    feature_group_count=1, precision=None) -> bool:
-    del precision  # Either path honours it.
-    if lhs.ndim != 4 or rhs.shape[:2] != (1, 1) or feature_group_count != 1:
-      return False
-    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                          ('NHWC', 'HWIO', 'NHWC'))
-    if jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                      dimension_numbers) != nhwc:
-      return False
-    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
-      return False
-    if isinstance(padding, str):
-      padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (1, 1),
-                                        window_strides, padding)
-    return all(p == 0 for pair in padding for p in pair)
+  def _taps_as_matmul(self, image, kernel, strides,
+                      padding) -> tuple[range, range] | None:
+    """The kernel rows and columns to multiply, or None for XLA's
+    convolution."""
+    out = [(size + low + high - k) // s + 1 for size, k, s, (low, high)
+           in zip(image, kernel, strides, padding)]
+    if min(out) < 1:
+      return None
+    if kernel == (1, 1) and all(p == 0 for pair in padding for p in pair):
+      return (range(1), range(1)) if self.pointwise else None
+    if not (self.small_output and any(o < k for o, k in zip(out, kernel))):
+      return None
+    # The taps that touch the image; a whole box of them, so the kernel is
+    # sliced (one pad in the backward pass), not gathered tap by tap.
+    touching = [
+        [t for t in range(k) if any(0 <= t + s * o - low < size
+                                    for o in range(n))]
+        for size, k, s, (low, _), n in zip(image, kernel, strides, padding,
+                                           out)]
+    if not all(touching):
+      return None
+    return tuple(range(taps[0], taps[-1] + 1) for taps in touching)
 
 
-def pointwise_lowering(implementation: str) -> type | None:
-  """nn.Conv's `conv_general_dilated_cls` for a pointwise `implementation`:
-  'conv' (None: XLA's convolution), 'matmul' (PointwiseAsMatmul) or 'auto'
-  (FASTEST['pointwise'] for the platform, else 'conv')."""
-  implementation = resolve('pointwise', implementation)
-  return PointwiseAsMatmul if implementation == 'matmul' else None
+def _plain_nhwc_convolution(lhs, rhs, dimension_numbers,
+                            feature_group_count) -> bool:
+  if lhs.ndim != 4 or feature_group_count != 1:
+    return False
+  nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                        ('NHWC', 'HWIO', 'NHWC'))
+  return jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                        dimension_numbers) == nhwc
+
+
+def _taps_matmul(x: jax.Array, kernel: jax.Array, taps: tuple[range, range],
+                 strides: Sequence[int], padding: Sequence[tuple],
+                 precision: Any) -> jax.Array:
+  """The convolution as one [pixels, taps * C_in] x [taps * C_in, C_out]
+  matmul of the strided input windows at the kernel's (rows, columns)
+  `taps` (im2col)."""
+  rows, cols = taps
+  (kernel_h, kernel_w), (stride_h, stride_w) = kernel.shape[:2], strides
+  if any(p for pair in padding for p in pair):
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out_shape = (x.shape[0], (x.shape[1] - kernel_h) // stride_h + 1,
+               (x.shape[2] - kernel_w) // stride_w + 1, x.shape[3])
+  patches = jnp.concatenate(
+      [_strided_window_slice(x, row, col, out_shape, strides)
+       for row in rows for col in cols], axis=-1)
+  weights = kernel[rows.start:rows.stop, cols.start:cols.stop].reshape(
+      -1, kernel.shape[-1])
+  out = jax.lax.dot_general(patches.reshape(-1, patches.shape[-1]), weights,
+                            (((1,), (0,)), ((), ())), precision=precision)
+  return out.reshape(*out_shape[:3], kernel.shape[-1])
+
+
+def conv_lowering(pointwise: str) -> Callable[[], ConvAsMatmul] | None:
+  """nn.Conv's `conv_general_dilated_cls` on this platform: ConvAsMatmul for
+  1x1 convolutions if `pointwise` ('auto', 'conv', 'matmul') resolves to
+  'matmul' and for outputs smaller than the kernel if 'small_output_conv'
+  resolves to 'im2col' ('auto': FASTEST); None (XLA's convolution) if
+  neither."""
+  as_matmul = resolve('pointwise', pointwise) == 'matmul'
+  as_im2col = resolve('small_output_conv', 'auto') == 'im2col'
+  if not (as_matmul or as_im2col):
+    return None
+  return functools.partial(ConvAsMatmul, pointwise=as_matmul,
+                           small_output=as_im2col)
 
 
 class DepthwiseConv(nn.Module):

@@ -80,7 +80,7 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int]
   in_channels: int = 3
   zero_init_residual: bool = False
-  pointwise: str = 'auto'  # 1x1 convolutions: layers.pointwise_lowering.
+  pointwise: str = 'auto'  # 1x1 convolutions: layers.conv_lowering.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -90,7 +90,7 @@ class ResNet(nn.Module):
     conv = functools.partial(
         nn.Conv, use_bias=False, kernel_init=layers.kaiming_normal_fan_out,
         dtype=self.dtype, param_dtype=self.param_dtype,
-        conv_general_dilated_cls=layers.pointwise_lowering(self.pointwise))
+        conv_general_dilated_cls=layers.conv_lowering(self.pointwise))
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train,
         momentum=layers.TORCH_BN_MOMENTUM, epsilon=layers.TORCH_BN_EPSILON,

@@ -48,7 +48,7 @@ class SqueezeNet(nn.Module):
   fires: Sequence[tuple[int, int] | None]
   in_channels: int = 3
   dropout_rate: float = 0.5
-  pointwise: str = 'auto'  # 1x1 convolutions: layers.pointwise_lowering.
+  pointwise: str = 'auto'  # 1x1 convolutions: layers.conv_lowering.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -58,7 +58,7 @@ class SqueezeNet(nn.Module):
     conv = functools.partial(
         nn.Conv, kernel_init=_kaiming_uniform, dtype=self.dtype,
         param_dtype=self.param_dtype,
-        conv_general_dilated_cls=layers.pointwise_lowering(self.pointwise))
+        conv_general_dilated_cls=layers.conv_lowering(self.pointwise))
     x = conv(self.stem_features, (self.stem_kernel,) * 2, 2, padding=0,
              name='features_0')(images)
     x = layers.max_pool(nn.relu(x), 3, 2, ceil_mode=True)

@@ -1,5 +1,6 @@
 """Pooling helpers against hand-computed torch semantics; the depthwise,
-pointwise and max-pool-backward implementations against XLA's own."""
+convolution-as-matmul and max-pool-backward implementations against XLA's
+own."""
 
 import functools
 
@@ -198,13 +199,16 @@ def test_depthwise_conv_refuses_an_unknown_implementation():
     module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 4)))
 
 
-def _conv(features, kernel_size, stride, padding, implementation,
-          use_bias=False, dtype=jnp.float32):
+def _conv(features, kernel_size, stride, padding, lowering, use_bias=False,
+          dtype=jnp.float32):
   return nn.Conv(features, (kernel_size, kernel_size), stride, padding=padding,
                  use_bias=use_bias, dtype=dtype,
                  bias_init=nn.initializers.normal(1.0),
-                 conv_general_dilated_cls=layers.pointwise_lowering(
-                     implementation))
+                 conv_general_dilated_cls=lowering)
+
+
+_AS_MATMULS = functools.partial(layers.ConvAsMatmul, pointwise=True,
+                                small_output=True)
 
 
 def _convolutions(module, x):
@@ -213,65 +217,113 @@ def _convolutions(module, x):
       'conv_general_dilated')
 
 
-@pytest.mark.parametrize('implementation', ['matmul', 'auto'])
 @pytest.mark.parametrize('stride, padding, use_bias', [
     (1, 'SAME', False), (2, 'SAME', True), (1, 0, True), (2, 'VALID', False),
     (2, ((0, 0), (0, 0)), False),
 ])
-def test_pointwise_matmul_is_the_1x1_convolution(stride, padding, use_bias,
-                                                 implementation):
-  ours = _conv(5, 1, stride, padding, implementation, use_bias)
-  theirs = _conv(5, 1, stride, padding, 'conv', use_bias)
+def test_pointwise_matmul_is_the_1x1_convolution(stride, padding, use_bias):
+  ours = _conv(5, 1, stride, padding, _AS_MATMULS, use_bias)
+  theirs = _conv(5, 1, stride, padding, None, use_bias)
   x = _random((2, 15, 15, 6))
   assert _convolutions(ours, x) == 0 and _convolutions(theirs, x) == 1
   size = 15 if stride == 1 else 8
   assert _assert_same_function(ours, theirs, x) == (2, size, size, 5)
 
 
-def test_pointwise_matmul_in_bfloat16_rounds_like_the_convolution():
-  ours = _conv(5, 1, 1, 'SAME', 'matmul', dtype=jnp.bfloat16)
-  theirs = _conv(5, 1, 1, 'SAME', 'conv', dtype=jnp.bfloat16)
-  x = _random((2, 9, 9, 64))
+@pytest.mark.parametrize('size, kernel_size, stride, padding, expected', [
+    (1, 3, 1, 'SAME', 1),  # ResNet-18's last stage at 32 px.
+    (2, 3, 1, 1, 2),
+    (2, 3, 2, 1, 1),
+    (4, 3, 2, ((0, 1), (0, 1)), 2),  # TF "SAME" at stride 2.
+    (3, 5, 1, 2, 3),
+    (12, 7, 2, 3, 6),  # A ResNet stem on 12 px images.
+])
+def test_small_output_im2col_is_the_convolution(size, kernel_size, stride,
+                                                padding, expected):
+  ours = _conv(5, kernel_size, stride, padding, _AS_MATMULS, use_bias=True)
+  theirs = _conv(5, kernel_size, stride, padding, None, use_bias=True)
+  x = _random((2, size, size, 6))
+  assert _convolutions(ours, x) == 0
+  assert _assert_same_function(ours, theirs, x) == (2, expected, expected, 5)
+
+
+def test_small_output_im2col_multiplies_only_taps_that_touch_the_image():
+  # A 3x3 "SAME" kernel on a 1x1 map sees the image through its centre tap
+  # only: the matmul contracts over C_in, not 9 * C_in.
+  module = _conv(5, 3, 1, 'SAME', _AS_MATMULS)
+  x = _random((2, 1, 1, 6))
+  params = module.init(jax.random.PRNGKey(0), x)
+  dot, = [e for e in jax.make_jaxpr(module.apply)(params, x).eqns
+          if e.primitive.name == 'dot_general']
+  assert [v.aval.shape for v in dot.invars] == [(2, 6), (6, 5)]
+  kernel_grad = jax.grad(lambda p: module.apply(p, x).sum())(params)
+  kernel_grad = kernel_grad['params']['kernel']
+  assert float(jnp.abs(kernel_grad[1, 1]).sum()) > 0
+  np.testing.assert_array_equal(kernel_grad.at[1, 1].set(0), 0)
+
+
+@pytest.mark.parametrize('kernel_size', [1, 3])
+def test_conv_as_matmul_in_bfloat16_rounds_like_the_convolution(kernel_size):
+  ours = _conv(5, kernel_size, 1, 'SAME', _AS_MATMULS, dtype=jnp.bfloat16)
+  theirs = _conv(5, kernel_size, 1, 'SAME', None, dtype=jnp.bfloat16)
+  x = _random((2, 9 if kernel_size == 1 else 2, 9, 64))
   params = ours.init(jax.random.PRNGKey(0), x)
   out, reference = ours.apply(params, x), theirs.apply(params, x)
+  assert _convolutions(ours, x) == 0
   assert out.dtype == reference.dtype == jnp.bfloat16
   np.testing.assert_allclose(out.astype(jnp.float32),
                              reference.astype(jnp.float32), rtol=2**-7,
                              atol=2**-7)
 
 
-@pytest.mark.parametrize('kernel_size, padding, dilation, groups', [
-    (3, 'SAME', 1, 1),  # Not 1x1.
-    (1, 1, 1, 1),  # Padded.
-    (1, 0, 2, 1),  # Dilated input.
-    (1, 'SAME', 1, 2),  # Grouped.
+@pytest.mark.parametrize('size, kernel_size, padding, dilation, groups', [
+    (7, 3, 'SAME', 1, 1),  # Output not smaller than the kernel.
+    (3, 3, 'SAME', 1, 1),  # Output as large as the kernel.
+    (7, 1, 1, 1, 1),  # Padded 1x1.
+    (7, 1, 0, 2, 1),  # Dilated input.
+    (7, 1, 'SAME', 1, 2),  # Grouped.
+    (2, 3, 'SAME', 1, 2),  # Grouped, small output.
 ])
-def test_pointwise_matmul_leaves_other_convolutions_to_xla(
-    kernel_size, padding, dilation, groups):
-  x = _random((2, 7, 7, 6))
+def test_conv_as_matmul_leaves_other_convolutions_to_xla(
+    size, kernel_size, padding, dilation, groups):
+  x = _random((2, size, size, 6))
   module, reference = (
       nn.Conv(4, (kernel_size, kernel_size), padding=padding,
               input_dilation=dilation, feature_group_count=groups,
               conv_general_dilated_cls=lowering)
-      for lowering in (layers.PointwiseAsMatmul, None))
+      for lowering in (_AS_MATMULS, None))
   assert _convolutions(module, x) == 1
   params = module.init(jax.random.PRNGKey(0), x)
   np.testing.assert_array_equal(module.apply(params, x),
                                 reference.apply(params, x))
 
 
-def test_pointwise_auto_uses_the_measured_fastest_on_cpu():
+def test_conv_lowering_switches_each_kind_on_its_own():
+  x = _random((2, 2, 2, 6))
+
+  def convolutions(kernel_size, pointwise):
+    return _convolutions(_conv(5, kernel_size, 1, 'SAME',
+                               layers.conv_lowering(pointwise)), x)
+
   assert jax.default_backend() == 'cpu'
   assert layers.FASTEST['pointwise']['cpu'] == 'matmul'
-  assert layers.pointwise_lowering('auto') is layers.PointwiseAsMatmul
-  assert layers.pointwise_lowering('matmul') is layers.PointwiseAsMatmul
-  assert layers.pointwise_lowering('conv') is None
+  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'
+  assert convolutions(1, 'auto') == convolutions(1, 'matmul') == 0
+  assert convolutions(1, 'conv') == 1
+  assert convolutions(3, 'conv') == 0  # Small outputs do not follow it.
 
 
-def test_pointwise_lowering_refuses_an_unknown_implementation():
+def test_conv_lowering_is_xla_where_nothing_was_measured_faster(monkeypatch):
+  monkeypatch.setitem(layers.FASTEST, 'pointwise', {})
+  monkeypatch.setitem(layers.FASTEST, 'small_output_conv', {})
+  assert layers.conv_lowering('auto') is None
+  assert layers.conv_lowering('matmul')().small_output is False
+
+
+def test_conv_lowering_refuses_an_unknown_implementation():
   with pytest.raises(ValueError, match="Unknown pointwise implementation "
                      "'cudnn'; choose one of auto, conv, matmul."):
-    layers.pointwise_lowering('cudnn')
+    layers.conv_lowering('cudnn')
 
 
 @pytest.mark.parametrize('window, stride, padding, ceil_mode', [
