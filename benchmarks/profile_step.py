@@ -15,6 +15,7 @@ then the costliest instructions; `--json_out` keeps every instruction and
 import collections
 import glob
 import json
+import os
 import re
 import sys
 import tempfile
@@ -206,7 +207,7 @@ def main(argv):
                        ' '.join(sys.argv[1:]),
             'model': FLAGS.model, 'recipe': recipe,
             'model_kwargs': config.model_kwargs.to_dict(), 'fastest': fastest,
-            'batch': FLAGS.batch,
+            'xla_flags': os.environ.get('XLA_FLAGS', ''), 'batch': FLAGS.batch,
             'dtype': FLAGS.dtype, 'device': f'{device.platform}: '
                                             f'{device.device_kind}',
             **result}

@@ -433,7 +433,7 @@ def main(argv):
           timespec='seconds'),
       'model': FLAGS.model, 'recipe': recipe,
       'model_kwargs': config.model_kwargs.to_dict(), 'fastest': fastest,
-      'batch': FLAGS.batch, 'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''), 'batch': FLAGS.batch, 'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
       'steps': FLAGS.steps, 'warmup': FLAGS.warmup,
       'device': first['device'], 'devices': first['devices'],
       'cpu': platform.processor() or platform.machine(),
