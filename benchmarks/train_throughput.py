@@ -324,7 +324,11 @@ def _torch_run(config: ml_collections.ConfigDict, batch: int, steps: int,
                warmup: int, num_classes: int, jax_platform: str,
                compile_mode: str) -> dict[str, Any]:
   """The torch peer's measurement, or {'skipped': why}."""
-  from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  try:
+    from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  except ModuleNotFoundError as e:
+    return {'skipped': f'no peer: {e.name} is not installed (pip install -r '
+                       'requirements-dev.txt, or --peer=none)'}
   try:
     return torch_peer.measure(config, batch, steps, warmup,
                               num_classes=num_classes,

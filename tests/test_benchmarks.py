@@ -1,6 +1,7 @@
 """The benchmark scripts run (2 steps, CI-sized); no timing is asserted."""
 
 import functools
+import sys
 
 from absl import app
 import flax.linen as nn
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import benchmarks
 from benchmarks import train_throughput
 from jaxcnn import models
 from jaxcnn.models import layers
@@ -43,6 +45,17 @@ def test_train_throughput_measures_the_real_step(dtype):
       'skipped': "no torchvision/timm reference for 'lenet5'"}
   assert 'ratio' not in row
   assert 'skipped' in train_throughput.table({'results': [row]})
+
+
+def test_peer_is_skipped_with_a_hint_where_torch_is_missing(monkeypatch):
+  # Forget an imported peer module, so that it is imported again.
+  monkeypatch.delitem(sys.modules, 'benchmarks.torch_peer', raising=False)
+  monkeypatch.delattr(benchmarks, 'torch_peer', raising=False)
+  monkeypatch.setitem(sys.modules, 'torch', None)  # import torch fails.
+  config, _ = train_throughput.load_recipe('resnet18', 'resnet18_cifar10')
+  assert train_throughput._torch_run(config, 2, 1, 0, 10, 'cpu', 'off') == {
+      'skipped': 'no peer: torch is not installed (pip install -r '
+                 'requirements-dev.txt, or --peer=none)'}
 
 
 def test_torch_peer_trains_the_same_network_and_is_compared():
