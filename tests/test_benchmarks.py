@@ -205,7 +205,7 @@ def test_model_flops_count_the_network_not_the_cpu_implementations(
   assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'
   im2col = train_throughput.step_flops(jax.jit(conv).lower(params, x))
   counted = train_throughput.model_flops(conv, params, x)
-  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'
+  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'  # Restored.
   monkeypatch.setitem(layers.FASTEST, 'small_output_conv', {})
   xla = train_throughput.step_flops(
       jax.jit(functools.partial(conv)).lower(params, x))

@@ -175,10 +175,8 @@ class ConvAsMatmul:
                dimension_numbers: Any = None, feature_group_count: int = 1,
                precision: Any = None) -> jax.Array:
     taps = None
-    if (_plain_nhwc_convolution(lhs, rhs, dimension_numbers,
-                                feature_group_count)
-        and all(d == 1 for d in (*(lhs_dilation or ()),
-                                 *(rhs_dilation or ())))):
+    if _plain_nhwc_convolution(lhs, rhs, lhs_dilation, rhs_dilation,
+                               dimension_numbers, feature_group_count):
       if isinstance(padding, str):
         padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2],
                                           window_strides, padding)
@@ -215,9 +213,12 @@ class ConvAsMatmul:
     return tuple(range(taps[0], taps[-1] + 1) for taps in touching)
 
 
-def _plain_nhwc_convolution(lhs, rhs, dimension_numbers,
-                            feature_group_count) -> bool:
+def _plain_nhwc_convolution(lhs, rhs, lhs_dilation, rhs_dilation,
+                            dimension_numbers, feature_group_count) -> bool:
+  """NHWC x HWIO, without dilation or groups."""
   if lhs.ndim != 4 or feature_group_count != 1:
+    return False
+  if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
     return False
   nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
                                         ('NHWC', 'HWIO', 'NHWC'))

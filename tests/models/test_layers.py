@@ -276,19 +276,21 @@ def test_conv_as_matmul_in_bfloat16_rounds_like_the_convolution(kernel_size):
                              atol=2**-7)
 
 
-@pytest.mark.parametrize('size, kernel_size, padding, dilation, groups', [
-    (7, 3, 'SAME', 1, 1),  # Output not smaller than the kernel.
-    (3, 3, 'SAME', 1, 1),  # Output as large as the kernel.
-    (7, 1, 1, 1, 1),  # Padded 1x1.
-    (7, 1, 0, 2, 1),  # Dilated input.
-    (7, 1, 'SAME', 1, 2),  # Grouped.
-    (2, 3, 'SAME', 1, 2),  # Grouped, small output.
-])
+@pytest.mark.parametrize(
+    'size, kernel_size, stride, padding, dilation, groups', [
+        (7, 3, 1, 'SAME', 1, 1),  # Output not smaller than the kernel.
+        (3, 3, 1, 'SAME', 1, 1),  # Output as large as the kernel.
+        (7, 1, 1, 1, 1, 1),  # Padded 1x1.
+        (7, 1, 1, 0, 2, 1),  # Dilated input.
+        (7, 1, 1, 'SAME', 1, 2),  # Grouped.
+        (2, 3, 1, 'SAME', 1, 2),  # Grouped, small output.
+        (1, 3, 3, ((3, 0), (3, 0)), 1, 1),  # Small, but no tap sees the image.
+    ])
 def test_conv_as_matmul_leaves_other_convolutions_to_xla(
-    size, kernel_size, padding, dilation, groups):
+    size, kernel_size, stride, padding, dilation, groups):
   x = _random((2, size, size, 6))
   module, reference = (
-      nn.Conv(4, (kernel_size, kernel_size), padding=padding,
+      nn.Conv(4, (kernel_size, kernel_size), stride, padding=padding,
               input_dilation=dilation, feature_group_count=groups,
               conv_general_dilated_cls=lowering)
       for lowering in (_AS_MATMULS, None))
