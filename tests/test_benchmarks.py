@@ -211,3 +211,23 @@ def test_model_flops_count_the_network_not_the_cpu_implementations(
       jax.jit(functools.partial(conv)).lower(params, x))
   assert counted == xla == 2 * (2 * 2) * 4 * 16 * 8 * 2
   assert im2col == pytest.approx(2 * (2 * 2) * 9 * 16 * 8 * 2, abs=16)  # + pad
+
+
+def test_depthwise_layers_times_each_layer_of_the_network_per_implementation():
+  from benchmarks import depthwise_layers  # pylint: disable=g-import-not-at-top
+  found = depthwise_layers.depthwise_layers('efficientnet_b0', 32, 2,
+                                            jnp.float32)
+  # B0's 16 blocks have one depthwise layer each; the stem halves 32 px.
+  assert sum(found.values()) == 16 and len(found) == 12
+  assert found[((2, 16, 16, 32), 3, 1, 'SAME')] == 1
+  assert found[((2, 1, 1, 1152), 5, 1, 'SAME')] == 3
+  rows = depthwise_layers.measure('efficientnet_b0', 32, 1, jnp.float32,
+                                  ['conv', 'taps', 'pallas'], steps=1)
+  assert [row['count'] for row in rows] == list(found.values())
+  for row in rows:
+    assert set(row['seconds']) == {'conv', 'taps'}
+    assert all(seconds > 0 for seconds in row['seconds'].values())
+    assert row['errors']['pallas'].startswith('ValueError: depthwise=')
+  report = depthwise_layers.table(rows, ['conv', 'taps', 'pallas'])
+  assert 'taps: ' in report and 'x conv over the network' in report
+  assert "pallas not timed: ValueError: depthwise='pallas' is a GPU" in report

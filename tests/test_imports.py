@@ -8,8 +8,10 @@ import sys
 def test_models_train_step_and_benchmarks_do_not_import_tensorflow():
   code = ('import sys\n'
           'import jaxcnn.models, jaxcnn.step, jaxcnn.optim, jaxcnn.state, '
-          'jaxcnn.sharding, jaxcnn.checkpoint, jaxcnn.metrics\n'
-          'import benchmarks.train_throughput, benchmarks.profile_step\n'
+          'jaxcnn.sharding, jaxcnn.checkpoint, jaxcnn.metrics, '
+          'jaxcnn.kernels.depthwise_conv\n'
+          'import benchmarks.train_throughput, benchmarks.profile_step, '
+          'benchmarks.depthwise_layers\n'
           'loaded = [m for m in ("tensorflow", "tensorflow_datasets") '
           'if m in sys.modules]\n'
           'assert not loaded, loaded\n')

@@ -43,7 +43,7 @@ def symmetric_padding(kernel_size: int, dilation: int = 1) -> tuple:
 
 # Each kind of op's implementations: 'auto', then XLA's own, then ours.
 IMPLEMENTATIONS = {
-    'depthwise': ('auto', 'conv', 'taps'),
+    'depthwise': ('auto', 'conv', 'taps', 'pallas'),
     'pointwise': ('auto', 'conv', 'matmul'),
     'small_output_conv': ('auto', 'conv', 'im2col'),
     'max_pool_backward': ('auto', 'xla', 'taps'),
@@ -276,6 +276,8 @@ class DepthwiseConv(nn.Module):
       train step is 3-5x faster with taps, benchmarks/RESULTS.md) and is
       reported slow on GPUs (jax-ml/jax#13800). Products are of inputs and
       taps rounded to `dtype`, summed in float32, as the convolution does.
+    'pallas': Pallas (Triton) kernels for GPUs, forward and both gradients
+      (`jaxcnn.kernels.depthwise_conv`); same rounding as 'taps'.
     'auto': FASTEST['depthwise'] for the platform, else 'conv'.
   """
   kernel_size: int
@@ -296,12 +298,26 @@ class DepthwiseConv(nn.Module):
     pads = (jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride),
                                     self.padding)
             if isinstance(self.padding, str) else self.padding)
+    pads = tuple(map(tuple, pads))
     if implementation == 'conv':
       return jax.lax.conv_general_dilated(
           x, kernel, (stride, stride), pads,
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
           feature_group_count=channels)
-    return _depthwise_taps(x, kernel, tuple(map(tuple, pads)), stride)
+    if implementation == 'pallas':
+      return _depthwise_pallas(x, kernel, pads, stride)
+    return _depthwise_taps(x, kernel, pads, stride)
+
+
+def _depthwise_pallas(x: jax.Array, kernel: jax.Array, pads: tuple,
+                      stride: int) -> jax.Array:
+  if jax.default_backend() != 'gpu':
+    raise ValueError(
+        f"depthwise='pallas' is a GPU kernel (Pallas/Triton) and this "
+        f"process runs on {jax.default_backend()}; use 'auto', 'taps' or "
+        f"'conv' here.")
+  from jaxcnn.kernels import depthwise_conv  # Imports Pallas only when used.
+  return depthwise_conv.depthwise_conv(x, kernel, pads, stride)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -334,14 +350,7 @@ def _depthwise_taps_bwd(pads, stride, residuals, grad):
   grad = grad.astype(accumulate)
   (top, _), (left, _) = pads
   n, out_h, out_w, channels = grad.shape
-  height, width = x.shape[1:3]
-  # The output gradient spread to the input's stride and framed by k - 1:
-  # tap (i, j) of the input gradient starts at (top + k-1-i, left + k-1-j).
-  spread = jax.lax.pad(grad, jnp.zeros((), accumulate), (
-      (0, 0, 0),
-      (k - 1, height + top - (out_h - 1) * stride - 1, stride - 1),
-      (k - 1, width + left - (out_w - 1) * stride - 1, stride - 1),
-      (0, 0, 0)))
+  spread = spread_output_grad(grad, x.shape[1:3], pads, k, stride)
   taps = kernel.astype(accumulate)
   x_grad = sum(
       _strided_window_slice(spread, top + k - 1 - i, left + k - 1 - j,
@@ -361,6 +370,22 @@ def _depthwise_taps_bwd(pads, stride, residuals, grad):
 
 
 _depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
+
+
+def spread_output_grad(grad: jax.Array, input_hw: Sequence[int],
+                       pads: tuple, k: int, stride: int) -> jax.Array:
+  """A depthwise convolution's output gradient spread to the input's stride
+  and framed by k - 1: tap (i, j) of the input gradient is the window of
+  the input's size at (top + k-1-i, left + k-1-j), times kernel tap (i, j).
+  """
+  (top, _), (left, _) = pads
+  out_h, out_w = grad.shape[1:3]
+  height, width = input_hw
+  return jax.lax.pad(grad, jnp.zeros((), grad.dtype), (
+      (0, 0, 0),
+      (k - 1, height + top - (out_h - 1) * stride - 1, stride - 1),
+      (k - 1, width + left - (out_w - 1) * stride - 1, stride - 1),
+      (0, 0, 0)))
 
 
 class ImagesTooSmallError(ValueError):

@@ -129,21 +129,36 @@ def _depthwise_and_grouped_conv(kernel_size, stride, padding, implementation,
   return depthwise, grouped
 
 
-@pytest.mark.parametrize('implementation', ['taps', 'conv', 'auto'])
+@pytest.fixture
+def interpreted_pallas(monkeypatch):
+  """DepthwiseConv's 'pallas' kernels run in the Pallas interpreter (this
+  machine has no GPU; the GPU glue is tested in tests/kernels)."""
+  from jaxcnn.kernels import depthwise_conv
+  monkeypatch.setattr(
+      layers, '_depthwise_pallas',
+      lambda x, kernel, pads, stride: depthwise_conv.depthwise_conv(
+          x, kernel, pads, stride, True))
+
+
+@pytest.mark.parametrize('implementation', ['taps', 'conv', 'auto', 'pallas'])
 @pytest.mark.parametrize('kernel_size, stride, padding', [
     (3, 1, 'SAME'), (3, 2, 'SAME'), (5, 2, 'SAME'),  # TF: extra pad low/right.
     (5, 1, ((2, 2), (2, 2))), (3, 2, ((1, 1), (1, 1))),
     (3, 2, 'VALID'), (5, 2, ((2, 0), (0, 1))),  # Rows no window covers.
 ])
 def test_depthwise_conv_is_the_grouped_convolution(kernel_size, stride,
-                                                    padding, implementation):
+                                                    padding, implementation,
+                                                    interpreted_pallas):
   depthwise, grouped = _depthwise_and_grouped_conv(kernel_size, stride,
                                                    padding, implementation)
   _assert_same_function(depthwise, grouped, _random((2, 15, 15, 6)))
 
 
-def test_depthwise_taps_in_bfloat16_round_like_the_convolution():
-  depthwise, grouped = _depthwise_and_grouped_conv(3, 1, 'SAME', 'taps',
+@pytest.mark.parametrize('implementation', ['taps', 'pallas'])
+def test_depthwise_in_bfloat16_rounds_like_the_convolution(
+    implementation, interpreted_pallas):
+  depthwise, grouped = _depthwise_and_grouped_conv(3, 1, 'SAME',
+                                                   implementation,
                                                    jnp.bfloat16)
   x = _random((2, 9, 9, 6))
   params = depthwise.init(jax.random.PRNGKey(0), x)
@@ -155,8 +170,10 @@ def test_depthwise_taps_in_bfloat16_round_like_the_convolution():
                              atol=1e-6)
 
 
-def test_depthwise_taps_gradients_in_bfloat16_round_like_float32_ones():
-  depthwise, _ = _depthwise_and_grouped_conv(5, 2, 'SAME', 'taps',
+@pytest.mark.parametrize('implementation', ['taps', 'pallas'])
+def test_depthwise_gradients_in_bfloat16_round_like_float32_ones(
+    implementation, interpreted_pallas):
+  depthwise, _ = _depthwise_and_grouped_conv(5, 2, 'SAME', implementation,
                                              jnp.bfloat16)
   _, grouped = _depthwise_and_grouped_conv(5, 2, 'SAME', 'conv')
   rng = np.random.RandomState(0)
@@ -193,9 +210,9 @@ def test_depthwise_auto_uses_the_measured_fastest_on_cpu():
 
 
 def test_depthwise_conv_refuses_an_unknown_implementation():
-  module = layers.DepthwiseConv(3, implementation='pallas')
+  module = layers.DepthwiseConv(3, implementation='cudnn')
   with pytest.raises(ValueError, match="Unknown depthwise implementation "
-                     "'pallas'; choose one of auto, conv, taps."):
+                     "'cudnn'; choose one of auto, conv, taps, pallas."):
     module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 4)))
 
 

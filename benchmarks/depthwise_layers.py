@@ -1,0 +1,179 @@
+"""A network's depthwise convolutions, one implementation against another.
+
+  python -m benchmarks.depthwise_layers --model=efficientnet_b0 --batch=256
+
+Finds every depthwise layer of the model at its recipe's image size (input
+shape, kernel, stride, padding: what `layers.DepthwiseConv` is called with
+in a forward pass) and times, per distinct layer and per implementation
+(`--implementations`), forward and both gradients of `layers.DepthwiseConv`
+in the model's compute dtype: the median of `--steps` calls after
+compilation and a warm-up call, device synchronised. Reports milliseconds
+per layer, their sum over the network (each layer times how often the
+network has it) and the speed-up over the first implementation. An
+implementation that cannot run here (e.g. 'pallas' off GPUs) is reported
+with its error. Imports no TensorFlow.
+"""
+
+import collections
+import datetime
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import report as report_lib
+from benchmarks import train_throughput
+from jaxcnn import models
+from jaxcnn.models import layers
+
+FLAGS = flags.FLAGS
+
+# (input shape, kernel size, stride, padding) of one depthwise layer.
+Layer = tuple[tuple[int, ...], int, int, Any]
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string('model', 'efficientnet_b0', 'Registered model name.')
+  flags.DEFINE_integer('batch', 256, 'Batch size.')
+  flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
+  flags.DEFINE_enum('dtype', 'bfloat16', train_throughput.DTYPES,
+                    'Compute dtype (parameters stay float32).')
+  flags.DEFINE_list('implementations', ['conv', 'taps', 'pallas'],
+                    'layers.DepthwiseConv implementations to time.')
+  flags.DEFINE_integer('steps', 20, 'Timed calls per layer.')
+  flags.DEFINE_string('json_out', '', 'Also write the report here as JSON.')
+
+
+def depthwise_layers(model: str, image_size: int, batch: int,
+                     dtype: Any) -> collections.Counter:
+  """Each depthwise layer of `model` on [batch, image_size, image_size, 3]
+  images, with how many times the network has it."""
+  module = models.create(model, dtype=dtype)
+  found = collections.Counter()
+
+  def record(next_fun, args, kwargs, context):
+    if (isinstance(context.module, layers.DepthwiseConv)
+        and context.method_name == '__call__'):
+      m = context.module
+      padding = (m.padding if isinstance(m.padding, str)
+                 else tuple(map(tuple, m.padding)))
+      found[(tuple(args[0].shape), m.kernel_size, m.strides, padding)] += 1
+    return next_fun(*args, **kwargs)
+
+  images = jnp.zeros((batch, image_size, image_size, 3), jnp.float32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: module.init(jax.random.key(0), images,
+                                       train=False))
+  return found
+
+
+def time_layer(layer: Layer, implementation: str, dtype: Any,
+               steps: int) -> float:
+  """Median seconds of forward + both gradients of one DepthwiseConv."""
+  shape, kernel_size, stride, padding = layer
+  module = layers.DepthwiseConv(kernel_size, stride, padding,
+                                implementation=implementation, dtype=dtype)
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.normal(size=shape), dtype)
+  params = module.init(jax.random.key(0), x)
+
+  @jax.jit
+  def forward_backward(params, x):
+    out, vjp = jax.vjp(module.apply, params, x)
+    return vjp(jnp.ones_like(out))
+
+  jax.block_until_ready(forward_backward(params, x))  # Compile, warm up.
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(forward_backward(params, x))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def measure(model: str, image_size: int, batch: int, dtype: Any,
+            implementations: list[str], steps: int) -> list[dict[str, Any]]:
+  """Per distinct layer: its shape, count and the time (or the error) of
+  each implementation."""
+  rows = []
+  for layer, count in depthwise_layers(model, image_size, batch,
+                                       dtype).items():
+    shape, kernel_size, stride, padding = layer
+    row = {'input_shape': list(shape), 'kernel_size': kernel_size,
+           'stride': stride, 'padding': padding, 'count': count,
+           'seconds': {}, 'errors': {}}
+    for implementation in implementations:
+      try:
+        row['seconds'][implementation] = time_layer(layer, implementation,
+                                                    dtype, steps)
+      except Exception as error:  # pylint: disable=broad-except
+        # Any failure (refused here, rejected by Triton's compiler, out of
+        # memory) is this implementation's result; the others still run.
+        row['errors'][implementation] = f'{type(error).__name__}: {error}'
+    rows.append(row)
+  return rows
+
+
+def table(rows: list[dict[str, Any]], implementations: list[str]) -> str:
+  """Milliseconds per layer and over the network; speed-up over the first
+  implementation."""
+  base = implementations[0]
+  lines = ['| input | k | stride | count | ' +
+           ' | '.join(f'{name} ms' for name in implementations) + ' |',
+           '|---|---:|---:|---:|' + '---:|' * len(implementations)]
+  totals = collections.Counter()
+  for row in rows:
+    cells = []
+    for name in implementations:
+      seconds = row['seconds'].get(name)
+      cells.append('-' if seconds is None else f'{seconds * 1e3:.2f}')
+      if seconds is not None:
+        totals[name] += seconds * row['count']
+    lines.append(f"| {'x'.join(map(str, row['input_shape']))} | "
+                 f"{row['kernel_size']} | {row['stride']} | {row['count']} | "
+                 + ' | '.join(cells) + ' |')
+  lines.append('| network (sum x count) | | | | ' + ' | '.join(
+      f'{totals[name] * 1e3:.1f}' if name in totals else '-'
+      for name in implementations) + ' |')
+  for name in implementations[1:]:
+    if name in totals and base in totals:
+      lines.append(f'{name}: {totals[base] / totals[name]:.2f}x {base} '
+                   'over the network')
+  for name, error in sorted({(n, e) for row in rows
+                             for n, e in row['errors'].items()}):
+    lines.append(f'{name} not timed: {error}')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  config, _ = train_throughput.load_recipe(FLAGS.model, '')
+  image_size = FLAGS.image_size or config.image_size
+  dtype = jnp.dtype(FLAGS.dtype)
+  rows = measure(FLAGS.model, image_size, FLAGS.batch, dtype,
+                 FLAGS.implementations, FLAGS.steps)
+  report = {
+      'command': 'python -m benchmarks.depthwise_layers ' +
+                 ' '.join(sys.argv[1:]),
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+      'model': FLAGS.model, 'image_size': image_size, 'batch': FLAGS.batch,
+      'dtype': FLAGS.dtype, 'steps': FLAGS.steps,
+      'device': jax.devices()[0].device_kind,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'jax': jax.__version__, 'layers': rows}
+  report_lib.emit(report, FLAGS.json_out)
+  print(table(rows, FLAGS.implementations))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

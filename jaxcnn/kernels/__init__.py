@@ -1,0 +1,1 @@
+"""Pallas kernels behind the layers' 'pallas' implementations."""
