@@ -1,5 +1,6 @@
 """The benchmark scripts run (2 steps, CI-sized); no timing is asserted."""
 
+import collections
 import functools
 import sys
 
@@ -213,7 +214,8 @@ def test_model_flops_count_the_network_not_the_cpu_implementations(
   assert im2col == pytest.approx(2 * (2 * 2) * 9 * 16 * 8 * 2, abs=16)  # + pad
 
 
-def test_depthwise_layers_times_each_layer_of_the_network_per_implementation():
+def test_depthwise_layers_times_each_layer_of_the_network_per_implementation(
+    monkeypatch):
   from benchmarks import depthwise_layers  # pylint: disable=g-import-not-at-top
   found = depthwise_layers.depthwise_layers('efficientnet_b0', 32, 2,
                                             jnp.float32)
@@ -221,9 +223,14 @@ def test_depthwise_layers_times_each_layer_of_the_network_per_implementation():
   assert sum(found.values()) == 16 and len(found) == 12
   assert found[((2, 16, 16, 32), 3, 1, 'SAME')] == 1
   assert found[((2, 1, 1, 1152), 5, 1, 'SAME')] == 3
+  two_layers = collections.Counter({((1, 8, 8, 16), 3, 2, 'SAME'): 1,
+                                    ((1, 4, 4, 24), 5, 1, 'SAME'): 3})
+  monkeypatch.setattr(depthwise_layers, 'depthwise_layers',
+                      lambda *args: two_layers)
   rows = depthwise_layers.measure('efficientnet_b0', 32, 1, jnp.float32,
                                   ['conv', 'taps', 'pallas'], steps=1)
-  assert [row['count'] for row in rows] == list(found.values())
+  assert [(row['input_shape'], row['count']) for row in rows] == [
+      ([1, 8, 8, 16], 1), ([1, 4, 4, 24], 3)]
   for row in rows:
     assert set(row['seconds']) == {'conv', 'taps'}
     assert all(seconds > 0 for seconds in row['seconds'].values())

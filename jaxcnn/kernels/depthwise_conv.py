@@ -27,10 +27,12 @@ from jax.experimental.pallas import triton as plt
 
 from jaxcnn.models import layers
 
-# Elements of the (columns x channels) tile one program computes, and at
-# most this many channels per tile.
+# Elements of the (columns x channels) tile one output program computes;
+# float32 partial sums a kernel-gradient program holds for all its taps
+# together (32 registers a thread at 4 warps); at most this many channels
+# per tile.
 _OUTPUT_TILE = 1024
-_KERNEL_GRAD_TILE = 512
+_KERNEL_GRAD_SUMS = 4096
 _MAX_CHANNELS = 128
 # The kernel gradient's programs (each sums a share of the rows): enough to
 # fill a GPU's SMs a few times over.
@@ -107,11 +109,11 @@ def _tap_offsets(k: int, stride: int) -> Offsets:
 
 
 def _tile(width: int, channels: int, elements: int) -> tuple[int, int]:
-  """Power-of-two (columns, channels) tile of about `elements` (Triton's
-  blocks are powers of two; the edges are masked)."""
+  """Power-of-two (columns, channels) tile of at most `elements` (or one
+  column): Triton's blocks are powers of two; the edges are masked."""
   tile_channels = min(_MAX_CHANNELS, pl.next_power_of_2(channels))
-  tile_width = min(pl.next_power_of_2(width),
-                   max(1, elements // tile_channels))
+  columns = max(1, elements // tile_channels)
+  tile_width = min(pl.next_power_of_2(width), 1 << (columns.bit_length() - 1))
   return tile_width, tile_channels
 
 
@@ -156,7 +158,7 @@ def _tap_sums(source: jax.Array, grad: jax.Array, offsets: Offsets,
   """[T, C] float32: sum over n, h, w of source[p_t, n, h + dy_t, w + dx_t,
   c] * grad[n, h, w, c] (the kernel gradient)."""
   n, out_h, out_w, channels = grad.shape
-  tile_w, tile_c = _tile(out_w, channels, _KERNEL_GRAD_TILE)
+  tile_w, tile_c = _tile(out_w, channels, _KERNEL_GRAD_SUMS // len(offsets))
   chan_blocks, col_blocks = pl.cdiv(channels, tile_c), pl.cdiv(out_w, tile_w)
   rows = n * out_h
   programs = max(1, min(rows, _KERNEL_GRAD_PROGRAMS // chan_blocks))
