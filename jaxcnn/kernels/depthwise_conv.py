@@ -54,10 +54,9 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array,
   `pads` are ((top, bottom), (left, right)) zeros; the result has `x`'s
   dtype, its gradients those of `x` and `kernel`.
   """
-  k, channels = kernel.shape[0], kernel.shape[-1]
+  k = kernel.shape[0]
   out_hw = _output_hw(x.shape, k, pads, stride)
-  return _correlate(_phases(x, pads, stride),
-                    kernel.reshape(k * k, channels).astype(jnp.float32),
+  return _correlate(_phases(x, pads, stride), _tap_weights(kernel),
                     _tap_offsets(k, stride), out_hw, x.dtype, interpret)
 
 
@@ -67,20 +66,27 @@ def _depthwise_conv_fwd(x, kernel, pads, stride, interpret):
 
 def _depthwise_conv_bwd(pads, stride, interpret, residuals, grad):
   x, kernel = residuals
-  k, channels = kernel.shape[0], kernel.shape[-1]
+  k = kernel.shape[0]
   (top, _), (left, _) = pads
   spread = layers.spread_output_grad(grad, x.shape[1:3], pads, k, stride)
   input_offsets = tuple((0, top + k - 1 - i, left + k - 1 - j)
                         for i in range(k) for j in range(k))
-  x_grad = _correlate(spread[None],
-                      kernel.reshape(k * k, channels).astype(jnp.float32),
-                      input_offsets, x.shape[1:3], x.dtype, interpret)
+  x_grad = _correlate(spread[None], _tap_weights(kernel), input_offsets,
+                      x.shape[1:3], x.dtype, interpret)
+  # The phases again (one copy): kept as a residual they would double the
+  # memory held for x, whose exact shape the input gradient needs.
   kernel_grad = _tap_sums(_phases(x, pads, stride), grad,
                           _tap_offsets(k, stride), interpret)
   return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
 depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
+
+
+def _tap_weights(kernel: jax.Array) -> jax.Array:
+  """A (k, k, 1, C) kernel as [k*k, C] float32, tap (i, j) at i*k + j."""
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  return kernel.reshape(k * k, channels).astype(jnp.float32)
 
 
 def _output_hw(shape: tuple, k: int, pads, stride: int) -> tuple[int, int]:
