@@ -4,28 +4,30 @@
 the channels (the contiguous NHWC axis) as the vector dimension:
 
 - the output: each program computes one output row's tile of
-  (columns x channels) as the sum of the k*k taps, each a contiguous load;
-- the input gradient: the same kernel over the output gradient spread to
-  the input's stride (the 'taps' backward pass does the same in XLA);
+  (columns x channels) as the sum of the k*k taps;
+- the input gradient: the same kernel reading the output gradient, each
+  tap where the stride puts it;
 - the kernel gradient: each program sums the k*k products of its share of
   the rows in registers, one pass over input and output gradient, and a
   small XLA sum adds the programs' partial sums (no atomics, so results are
   deterministic).
 
-Strided convolutions read their input split into its stride phases
-(`_phases`), so every load is contiguous. Products are summed in float32,
-as XLA's convolution does. `interpret=True` runs the same kernels in the
-Pallas interpreter on any backend (the tests do, on CPU).
+The kernels read their operands as they are: a tap's rows and columns are
+computed indices, masked where they fall on padding, between the stride's
+steps or past the edges. So no padded, phase-split or spread copy is made
+in XLA, and each layer moves only its operands and result through memory.
+Products are summed in float32, as XLA's convolution does.
+`interpret=True` runs the same kernels in the Pallas interpreter on any
+backend (the tests do, on CPU).
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
-
-from jaxcnn.models import layers
 
 # Elements of the (columns x channels) tile one output program computes;
 # float32 partial sums a kernel-gradient program holds for all its taps
@@ -41,8 +43,14 @@ _KERNEL_GRAD_PROGRAMS = 1024
 # not Mosaic GPU (the default of some jax versions).
 _COMPILER_PARAMS = plt.CompilerParams()
 
-# A tap of the source: (stride phase, row offset, column offset).
-Offsets = tuple[tuple[int, int, int], ...]
+
+class _Taps(NamedTuple):
+  """Where each tap reads its source, in rows and columns alike: for
+  position p, index (p * scale + offset) / divisor, and zero unless that is
+  a whole number inside the source. offsets[t] = (rows, columns)."""
+  scale: int
+  divisor: int
+  offsets: tuple[tuple[int, int], ...]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -54,10 +62,10 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array,
   `pads` are ((top, bottom), (left, right)) zeros; the result has `x`'s
   dtype, its gradients those of `x` and `kernel`.
   """
-  k = kernel.shape[0]
-  out_hw = _output_hw(x.shape, k, pads, stride)
-  return _correlate(_phases(x, pads, stride), _tap_weights(kernel),
-                    _tap_offsets(k, stride), out_hw, x.dtype, interpret)
+  out_hw = tuple((size + low + high - kernel.shape[0]) // stride + 1
+                 for size, (low, high) in zip(x.shape[1:3], pads))
+  return _correlate(x, _tap_weights(kernel), _input_taps(kernel, pads, stride),
+                    out_hw, x.dtype, interpret)
 
 
 def _depthwise_conv_fwd(x, kernel, pads, stride, interpret):
@@ -68,15 +76,14 @@ def _depthwise_conv_bwd(pads, stride, interpret, residuals, grad):
   x, kernel = residuals
   k = kernel.shape[0]
   (top, _), (left, _) = pads
-  spread = layers.spread_output_grad(grad, x.shape[1:3], pads, k, stride)
-  input_offsets = tuple((0, top + k - 1 - i, left + k - 1 - j)
-                        for i in range(k) for j in range(k))
-  x_grad = _correlate(spread[None], _tap_weights(kernel), input_offsets,
-                      x.shape[1:3], x.dtype, interpret)
-  # The phases again (one copy): kept as a residual they would double the
-  # memory held for x, whose exact shape the input gradient needs.
-  kernel_grad = _tap_sums(_phases(x, pads, stride), grad,
-                          _tap_offsets(k, stride), interpret)
+  # Input pixel (h, w) met kernel tap (i, j) at output ((h + top - i) / s,
+  # (w + left - j) / s), where that is a whole number.
+  output_taps = _Taps(1, stride, tuple((top - i, left - j) for i in range(k)
+                                       for j in range(k)))
+  x_grad = _correlate(grad, _tap_weights(kernel), output_taps, x.shape[1:3],
+                      x.dtype, interpret)
+  kernel_grad = _tap_sums(x, grad, _input_taps(kernel, pads, stride),
+                          interpret)
   return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -89,29 +96,42 @@ def _tap_weights(kernel: jax.Array) -> jax.Array:
   return kernel.reshape(k * k, channels).astype(jnp.float32)
 
 
-def _output_hw(shape: tuple, k: int, pads, stride: int) -> tuple[int, int]:
-  return tuple((size + low + high - k) // stride + 1
-               for size, (low, high) in zip(shape[1:3], pads))
+def _input_taps(kernel: jax.Array, pads, stride: int) -> _Taps:
+  """Output pixel (h, w) reads input (h*s + i - top, w*s + j - left)."""
+  k = kernel.shape[0]
+  (top, _), (left, _) = pads
+  return _Taps(stride, 1, tuple((i - top, j - left) for i in range(k)
+                                for j in range(k)))
 
 
-def _phases(x: jax.Array, pads, stride: int) -> jax.Array:
-  """`x` zero-padded and split by `stride`: [s*s, N, H', W', C], where phase
-  a*s + b holds padded[:, a::s, b::s]. For stride 1, just the padding."""
-  (top, bottom), (left, right) = pads
-  n, height, width, channels = x.shape
-  rows = -(-(height + top + bottom) // stride)
-  cols = -(-(width + left + right) // stride)
-  padded = jnp.pad(x, ((0, 0), (top, rows * stride - height - top),
-                       (left, cols * stride - width - left), (0, 0)))
-  phases = padded.reshape(n, rows, stride, cols, stride, channels)
-  return phases.transpose(2, 4, 0, 1, 3, 5).reshape(
-      stride * stride, n, rows, cols, channels)
+def _source_index(position, scale: int, offset: int, divisor: int,
+                  size: int):
+  """A tap's index into a source axis of `size` for `position`, and whether
+  it is there (see `_Taps`)."""
+  numerator = position * scale + offset
+  if divisor == 1:
+    return numerator, (numerator >= 0) & (numerator < size)
+  # Truncating division: a negative numerator is masked out anyway.
+  index = jax.lax.div(numerator, jnp.int32(divisor))
+  whole = jax.lax.rem(numerator, jnp.int32(divisor)) == 0
+  return index, (numerator >= 0) & whole & (index < size)
 
 
-def _tap_offsets(k: int, stride: int) -> Offsets:
-  """Where tap (i, j) of a strided convolution reads `_phases`' output."""
-  return tuple(((i % stride) * stride + j % stride, i // stride, j // stride)
-               for i in range(k) for j in range(k))
+def _load_tap(source_ref, taps: _Taps, t: int, image, h, columns, channels,
+              mask) -> jax.Array:
+  """Tap t of `source_ref` for output row h's `columns`, float32, zero where
+  the tap reads nothing or `mask` is false. Indices, not slices: a slice
+  starting before column 0 is shifted by the Pallas interpreter, not
+  masked."""
+  row_offset, column_offset = taps.offsets[t]
+  _, source_h, source_w, _ = source_ref.shape
+  row, row_ok = _source_index(h, taps.scale, row_offset, taps.divisor,
+                              source_h)
+  cols, cols_ok = _source_index(columns, taps.scale, column_offset,
+                                taps.divisor, source_w)
+  mask &= row_ok & cols_ok[:, None]
+  return plt.load(source_ref.at[image, row, cols[:, None], channels[None, :]],
+                  mask=mask, other=0).astype(jnp.float32)
 
 
 def _tile(width: int, channels: int, elements: int) -> tuple[int, int]:
@@ -123,48 +143,47 @@ def _tile(width: int, channels: int, elements: int) -> tuple[int, int]:
   return tile_width, tile_channels
 
 
-def _correlate(source: jax.Array, taps: jax.Array, offsets: Offsets,
+def _correlate(source: jax.Array, weights: jax.Array, taps: _Taps,
                out_hw: tuple[int, int], out_dtype, interpret: bool
                ) -> jax.Array:
-  """out[n, h, w, c] = sum_t source[p_t, n, h + dy_t, w + dx_t, c] *
-  taps[t, c], for offsets[t] = (p_t, dy_t, dx_t)."""
-  n, channels = source.shape[1], source.shape[-1]
+  """out[n, h, w, c] = sum over taps t of source[n, tap t's row for h,
+  tap t's column for w, c] * weights[t, c] (see `_Taps`)."""
+  n, channels = source.shape[0], source.shape[-1]
   out_h, out_w = out_hw
   tile_w, tile_c = _tile(out_w, channels, _OUTPUT_TILE)
 
-  def kernel(source_ref, taps_ref, out_ref):
+  def kernel(source_ref, weights_ref, out_ref):
     row, col_block, chan_block = (pl.program_id(0), pl.program_id(1),
                                   pl.program_id(2))
     image, h = row // out_h, row % out_h
     col0, chan0 = col_block * tile_w, chan_block * tile_c
-    chan_mask = (chan0 + jnp.arange(tile_c) < channels)[None, :]
-    mask = (col0 + jnp.arange(tile_w) < out_w)[:, None] & chan_mask
+    columns = col0 + jnp.arange(tile_w)
+    chans = chan0 + jnp.arange(tile_c)
+    chan_mask = (chans < channels)[None, :]
     out = jnp.zeros((tile_w, tile_c), jnp.float32)
-    for t, (phase, dy, dx) in enumerate(offsets):
-      # jnp.int32: the interpreter cannot index with a plain Python int.
-      pixels = plt.load(source_ref.at[jnp.int32(phase), image, h + dy,
-                                      pl.ds(col0 + dx, tile_w),
-                                      pl.ds(chan0, tile_c)],
-                        mask=mask, other=0)
-      tap = plt.load(taps_ref.at[pl.ds(t, 1), pl.ds(chan0, tile_c)],
-                     mask=chan_mask, other=0)
-      out += pixels.astype(jnp.float32) * tap
+    for t in range(len(taps.offsets)):
+      weight = plt.load(weights_ref.at[pl.ds(t, 1), pl.ds(chan0, tile_c)],
+                        mask=chan_mask, other=0)
+      out += _load_tap(source_ref, taps, t, image, h, columns, chans,
+                       chan_mask) * weight
     plt.store(out_ref.at[image, h, pl.ds(col0, tile_w), pl.ds(chan0, tile_c)],
-              out.astype(out_ref.dtype), mask=mask)
+              out.astype(out_ref.dtype),
+              mask=(columns < out_w)[:, None] & chan_mask)
 
   return pl.pallas_call(
       kernel, out_shape=jax.ShapeDtypeStruct((n, *out_hw, channels), out_dtype),
       grid=(n * out_h, pl.cdiv(out_w, tile_w), pl.cdiv(channels, tile_c)),
       compiler_params=_COMPILER_PARAMS, interpret=interpret,
-      name='depthwise_conv')(source, taps)
+      name='depthwise_conv')(source, weights)
 
 
-def _tap_sums(source: jax.Array, grad: jax.Array, offsets: Offsets,
+def _tap_sums(source: jax.Array, grad: jax.Array, taps: _Taps,
               interpret: bool) -> jax.Array:
-  """[T, C] float32: sum over n, h, w of source[p_t, n, h + dy_t, w + dx_t,
-  c] * grad[n, h, w, c] (the kernel gradient)."""
+  """[T, C] float32: sum over n, h, w of source[n, tap t's row for h, tap
+  t's column for w, c] * grad[n, h, w, c] (the kernel gradient)."""
   n, out_h, out_w, channels = grad.shape
-  tile_w, tile_c = _tile(out_w, channels, _KERNEL_GRAD_SUMS // len(offsets))
+  count = len(taps.offsets)
+  tile_w, tile_c = _tile(out_w, channels, _KERNEL_GRAD_SUMS // count)
   chan_blocks, col_blocks = pl.cdiv(channels, tile_c), pl.cdiv(out_w, tile_w)
   rows = n * out_h
   programs = max(1, min(rows, _KERNEL_GRAD_PROGRAMS // chan_blocks))
@@ -173,39 +192,36 @@ def _tap_sums(source: jax.Array, grad: jax.Array, offsets: Offsets,
   def kernel(source_ref, grad_ref, out_ref):
     chan_block, program = pl.program_id(0), pl.program_id(1)
     chan0 = chan_block * tile_c
-    chan_mask = (chan0 + jnp.arange(tile_c) < channels)[None, :]
+    chans = chan0 + jnp.arange(tile_c)
+    chan_mask = (chans < channels)[None, :]
 
     def add_row(r, sums):
       row = program * rows_per_program + r
       image, h = row // out_h, row % out_h
 
       def add_tile(col_block, sums):
-        col0 = col_block * tile_w
-        mask = ((col0 + jnp.arange(tile_w) < out_w) & (row < rows))[:, None]
-        mask &= chan_mask
-        g = plt.load(grad_ref.at[image, h, pl.ds(col0, tile_w),
-                                 pl.ds(chan0, tile_c)], mask=mask, other=0)
+        columns = col_block * tile_w + jnp.arange(tile_w)
+        # The last program's rows may run past the end.
+        in_grad = ((columns < out_w) & (row < rows))[:, None] & chan_mask
+        g = plt.load(grad_ref.at[image, h, pl.ds(col_block * tile_w, tile_w),
+                                 pl.ds(chan0, tile_c)], mask=in_grad, other=0)
         g = g.astype(jnp.float32)
         return tuple(
-            total + g * plt.load(
-                source_ref.at[jnp.int32(phase), image, h + dy,
-                              pl.ds(col0 + dx, tile_w), pl.ds(chan0, tile_c)],
-                mask=mask, other=0).astype(jnp.float32)
-            for total, (phase, dy, dx) in zip(sums, offsets))
+            total + g * _load_tap(source_ref, taps, t, image, h, columns,
+                                  chans, in_grad)
+            for t, total in enumerate(sums))
 
       return jax.lax.fori_loop(0, col_blocks, add_tile, sums)
 
     zeros = jnp.zeros((tile_w, tile_c), jnp.float32)
-    sums = jax.lax.fori_loop(0, rows_per_program, add_row,
-                             (zeros,) * len(offsets))
+    sums = jax.lax.fori_loop(0, rows_per_program, add_row, (zeros,) * count)
     for t, total in enumerate(sums):
       plt.store(out_ref.at[program, pl.ds(t, 1), pl.ds(chan0, tile_c)],
                 jnp.sum(total, axis=0, keepdims=True), mask=chan_mask)
 
   partial_sums = pl.pallas_call(
       kernel,
-      out_shape=jax.ShapeDtypeStruct((programs, len(offsets), channels),
-                                     jnp.float32),
+      out_shape=jax.ShapeDtypeStruct((programs, count, channels), jnp.float32),
       grid=(chan_blocks, programs), compiler_params=_COMPILER_PARAMS,
       interpret=interpret, name='depthwise_kernel_grad')(source, grad)
   return partial_sums.sum(axis=0)

@@ -350,7 +350,7 @@ def _depthwise_taps_bwd(pads, stride, residuals, grad):
   grad = grad.astype(accumulate)
   (top, _), (left, _) = pads
   n, out_h, out_w, channels = grad.shape
-  spread = spread_output_grad(grad, x.shape[1:3], pads, k, stride)
+  spread = _spread_output_grad(grad, x.shape[1:3], pads, k, stride)
   taps = kernel.astype(accumulate)
   x_grad = sum(
       _strided_window_slice(spread, top + k - 1 - i, left + k - 1 - j,
@@ -372,8 +372,8 @@ def _depthwise_taps_bwd(pads, stride, residuals, grad):
 _depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
 
 
-def spread_output_grad(grad: jax.Array, input_hw: Sequence[int],
-                       pads: tuple, k: int, stride: int) -> jax.Array:
+def _spread_output_grad(grad: jax.Array, input_hw: Sequence[int],
+                        pads: tuple, k: int, stride: int) -> jax.Array:
   """A depthwise convolution's output gradient spread to the input's stride
   and framed by k - 1: tap (i, j) of the input gradient is the window of
   the input's size at (top + k-1-i, left + k-1-j), times kernel tap (i, j).

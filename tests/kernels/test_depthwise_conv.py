@@ -56,7 +56,8 @@ def test_efficientnet_b0_with_pallas_depthwise_lowers_to_triton_kernels(
   # The real train-step gradient of B0 in bf16, lowered for CUDA: Pallas
   # builds every kernel's Triton IR here, so tiles and indexing Triton
   # rejects fail on this machine, not on the GPU. 16 depthwise layers x
-  # (output, input gradient, kernel gradient), and no grouped convolution.
+  # (output, input gradient, kernel gradient), no grouped convolution, and
+  # no padded copy: the kernels mask the padding.
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   model = models.create('efficientnet_b0', num_classes=10,
                         dtype=jnp.bfloat16, depthwise='pallas')
@@ -83,6 +84,7 @@ def test_efficientnet_b0_with_pallas_depthwise_lowers_to_triton_kernels(
   assert hlo.count('__gpu$xla.gpu.triton') == 16 * 3
   groups = re.findall(r'feature_group_count = (\d+)', hlo)
   assert groups and set(groups) == {'1'}  # Stem, 1x1 and head convolutions.
+  assert 'stablehlo.pad' not in hlo
 
 
 def test_pallas_depthwise_refuses_to_run_off_gpus():
