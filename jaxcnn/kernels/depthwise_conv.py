@@ -7,10 +7,11 @@ the channels (the contiguous NHWC axis) as the vector dimension:
   (columns x channels) as the sum of the k*k taps;
 - the input gradient: the same kernel reading the output gradient, each
   tap where the stride puts it;
-- the kernel gradient: each program sums the k*k products of its share of
-  the rows in registers, one pass over input and output gradient, and a
-  small XLA sum adds the programs' partial sums (no atomics, so results are
-  deterministic).
+- the kernel gradient: each program sums the products of one kernel row's
+  k taps over its share of the output rows in registers, and a small XLA
+  sum adds the programs' partial sums (no atomics, so results are
+  deterministic). The k programs of a share run side by side, so the rows
+  they all read come from the GPU's L2 cache.
 
 The kernels read their operands as they are: a tap's rows and columns are
 computed indices, masked where they fall on padding, between the stride's
@@ -29,15 +30,13 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-# Elements of the (columns x channels) tile one output program computes;
-# float32 partial sums a kernel-gradient program holds for all its taps
-# together (32 registers a thread at 4 warps); at most this many channels
-# per tile.
-_OUTPUT_TILE = 1024
-_KERNEL_GRAD_SUMS = 4096
+# Elements of the (columns x channels) tile a program computes: 8 a thread
+# at 4 warps, so that a thread loads 8 bf16 channels (16 bytes) at once; at
+# most this many channels per tile.
+_TILE = 1024
 _MAX_CHANNELS = 128
-# The kernel gradient's programs (each sums a share of the rows): enough to
-# fill a GPU's SMs a few times over.
+# Shares of the rows a kernel-gradient program sums, per kernel row: enough
+# to fill a GPU's SMs a few times over.
 _KERNEL_GRAD_PROGRAMS = 1024
 # Triton's defaults (4 warps, 3 stages), named so that Pallas picks Triton,
 # not Mosaic GPU (the default of some jax versions).
@@ -64,8 +63,9 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array,
   """
   out_hw = tuple((size + low + high - kernel.shape[0]) // stride + 1
                  for size, (low, high) in zip(x.shape[1:3], pads))
-  return _correlate(x, _tap_weights(kernel), _input_taps(kernel, pads, stride),
-                    out_hw, x.dtype, interpret)
+  return _correlate(x, _tap_weights(kernel, x.dtype),
+                    _input_taps(kernel.shape[0], pads, stride), out_hw,
+                    x.dtype, interpret)
 
 
 def _depthwise_conv_fwd(x, kernel, pads, stride, interpret):
@@ -80,25 +80,23 @@ def _depthwise_conv_bwd(pads, stride, interpret, residuals, grad):
   # (w + left - j) / s), where that is a whole number.
   output_taps = _Taps(1, stride, tuple((top - i, left - j) for i in range(k)
                                        for j in range(k)))
-  x_grad = _correlate(grad, _tap_weights(kernel), output_taps, x.shape[1:3],
-                      x.dtype, interpret)
-  kernel_grad = _tap_sums(x, grad, _input_taps(kernel, pads, stride),
-                          interpret)
+  x_grad = _correlate(grad, _tap_weights(kernel, x.dtype), output_taps,
+                      x.shape[1:3], x.dtype, interpret)
+  kernel_grad = _kernel_grad(x, grad, k, pads, stride, interpret)
   return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
 
 
 depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
-def _tap_weights(kernel: jax.Array) -> jax.Array:
-  """A (k, k, 1, C) kernel as [k*k, C] float32, tap (i, j) at i*k + j."""
+def _tap_weights(kernel: jax.Array, dtype) -> jax.Array:
+  """A (k, k, 1, C) kernel as [k*k, C] in `dtype`, tap (i, j) at i*k + j."""
   k, channels = kernel.shape[0], kernel.shape[-1]
-  return kernel.reshape(k * k, channels).astype(jnp.float32)
+  return kernel.reshape(k * k, channels).astype(dtype)
 
 
-def _input_taps(kernel: jax.Array, pads, stride: int) -> _Taps:
+def _input_taps(k: int, pads, stride: int) -> _Taps:
   """Output pixel (h, w) reads input (h*s + i - top, w*s + j - left)."""
-  k = kernel.shape[0]
   (top, _), (left, _) = pads
   return _Taps(stride, 1, tuple((i - top, j - left) for i in range(k)
                                 for j in range(k)))
@@ -118,15 +116,15 @@ def _source_index(position, scale: int, offset: int, divisor: int,
 
 
 def _load_tap(source_ref, taps: _Taps, t: int, image, h, columns, channels,
-              mask) -> jax.Array:
+              mask, row_shift=0) -> jax.Array:
   """Tap t of `source_ref` for output row h's `columns`, float32, zero where
-  the tap reads nothing or `mask` is false. Indices, not slices: a slice
-  starting before column 0 is shifted by the Pallas interpreter, not
-  masked."""
+  the tap reads nothing or `mask` is false; `row_shift` is added to the
+  tap's row offset. Indices, not slices: a slice starting before column 0
+  is shifted by the Pallas interpreter, not masked."""
   row_offset, column_offset = taps.offsets[t]
   _, source_h, source_w, _ = source_ref.shape
-  row, row_ok = _source_index(h, taps.scale, row_offset, taps.divisor,
-                              source_h)
+  row, row_ok = _source_index(h, taps.scale, row_offset + row_shift,
+                              taps.divisor, source_h)
   cols, cols_ok = _source_index(columns, taps.scale, column_offset,
                                 taps.divisor, source_w)
   mask &= row_ok & cols_ok[:, None]
@@ -150,7 +148,7 @@ def _correlate(source: jax.Array, weights: jax.Array, taps: _Taps,
   tap t's column for w, c] * weights[t, c] (see `_Taps`)."""
   n, channels = source.shape[0], source.shape[-1]
   out_h, out_w = out_hw
-  tile_w, tile_c = _tile(out_w, channels, _OUTPUT_TILE)
+  tile_w, tile_c = _tile(out_w, channels, _TILE)
 
   def kernel(source_ref, weights_ref, out_ref):
     row, col_block, chan_block = (pl.program_id(0), pl.program_id(1),
@@ -162,10 +160,16 @@ def _correlate(source: jax.Array, weights: jax.Array, taps: _Taps,
     chan_mask = (chans < channels)[None, :]
     out = jnp.zeros((tile_w, tile_c), jnp.float32)
     for t in range(len(taps.offsets)):
-      weight = plt.load(weights_ref.at[pl.ds(t, 1), pl.ds(chan0, tile_c)],
-                        mask=chan_mask, other=0)
+      # Loaded already broadcast over the columns, in the source's dtype:
+      # Triton then gives the weights the source tile's register layout
+      # (a vector of channels would be converted through shared memory at
+      # every tap).
+      weight = plt.load(
+          weights_ref.at[jnp.full((tile_w, 1), t, jnp.int32),
+                         chans[None, :]],
+          mask=jnp.broadcast_to(chan_mask, (tile_w, tile_c)), other=0)
       out += _load_tap(source_ref, taps, t, image, h, columns, chans,
-                       chan_mask) * weight
+                       chan_mask) * weight.astype(jnp.float32)
     plt.store(out_ref.at[image, h, pl.ds(col0, tile_w), pl.ds(chan0, tile_c)],
               out.astype(out_ref.dtype),
               mask=(columns < out_w)[:, None] & chan_mask)
@@ -177,20 +181,23 @@ def _correlate(source: jax.Array, weights: jax.Array, taps: _Taps,
       name='depthwise_conv')(source, weights)
 
 
-def _tap_sums(source: jax.Array, grad: jax.Array, taps: _Taps,
-              interpret: bool) -> jax.Array:
-  """[T, C] float32: sum over n, h, w of source[n, tap t's row for h, tap
-  t's column for w, c] * grad[n, h, w, c] (the kernel gradient)."""
+def _kernel_grad(x: jax.Array, grad: jax.Array, k: int, pads, stride: int,
+                 interpret: bool) -> jax.Array:
+  """[k, k, C] float32: sum over n, h, w of x[n, h*s + i - top, w*s + j -
+  left, c] * grad[n, h, w, c] for tap (i, j)."""
   n, out_h, out_w, channels = grad.shape
-  count = len(taps.offsets)
-  tile_w, tile_c = _tile(out_w, channels, _KERNEL_GRAD_SUMS // count)
+  # Kernel row 0's taps; a program adds its kernel row to their rows.
+  taps = _input_taps(k, pads, stride)
+  row_taps = taps._replace(offsets=taps.offsets[:k])
+  tile_w, tile_c = _tile(out_w, channels, _TILE)
   chan_blocks, col_blocks = pl.cdiv(channels, tile_c), pl.cdiv(out_w, tile_w)
   rows = n * out_h
   programs = max(1, min(rows, _KERNEL_GRAD_PROGRAMS // chan_blocks))
   rows_per_program = pl.cdiv(rows, programs)
 
-  def kernel(source_ref, grad_ref, out_ref):
-    chan_block, program = pl.program_id(0), pl.program_id(1)
+  def kernel(x_ref, grad_ref, out_ref):
+    kernel_row, chan_block, program = (pl.program_id(0), pl.program_id(1),
+                                       pl.program_id(2))
     chan0 = chan_block * tile_c
     chans = chan0 + jnp.arange(tile_c)
     chan_mask = (chans < channels)[None, :]
@@ -207,21 +214,22 @@ def _tap_sums(source: jax.Array, grad: jax.Array, taps: _Taps,
                                  pl.ds(chan0, tile_c)], mask=in_grad, other=0)
         g = g.astype(jnp.float32)
         return tuple(
-            total + g * _load_tap(source_ref, taps, t, image, h, columns,
-                                  chans, in_grad)
-            for t, total in enumerate(sums))
+            total + g * _load_tap(x_ref, row_taps, j, image, h, columns,
+                                  chans, in_grad, row_shift=kernel_row)
+            for j, total in enumerate(sums))
 
       return jax.lax.fori_loop(0, col_blocks, add_tile, sums)
 
     zeros = jnp.zeros((tile_w, tile_c), jnp.float32)
-    sums = jax.lax.fori_loop(0, rows_per_program, add_row, (zeros,) * count)
-    for t, total in enumerate(sums):
-      plt.store(out_ref.at[program, pl.ds(t, 1), pl.ds(chan0, tile_c)],
-                jnp.sum(total, axis=0, keepdims=True), mask=chan_mask)
+    sums = jax.lax.fori_loop(0, rows_per_program, add_row, (zeros,) * k)
+    for j, total in enumerate(sums):
+      plt.store(out_ref.at[program, kernel_row, jnp.int32(j),
+                           pl.ds(chan0, tile_c)],
+                jnp.sum(total, axis=0), mask=chans < channels)
 
   partial_sums = pl.pallas_call(
       kernel,
-      out_shape=jax.ShapeDtypeStruct((programs, count, channels), jnp.float32),
-      grid=(chan_blocks, programs), compiler_params=_COMPILER_PARAMS,
-      interpret=interpret, name='depthwise_kernel_grad')(source, grad)
+      out_shape=jax.ShapeDtypeStruct((programs, k, k, channels), jnp.float32),
+      grid=(k, chan_blocks, programs), compiler_params=_COMPILER_PARAMS,
+      interpret=interpret, name='depthwise_kernel_grad')(x, grad)
   return partial_sums.sum(axis=0)
