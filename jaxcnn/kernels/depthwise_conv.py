@@ -11,7 +11,7 @@ the channels (the contiguous NHWC axis) as the vector dimension:
   k taps over its share of the output rows in registers, and a small XLA
   sum adds the programs' partial sums (no atomics, so results are
   deterministic). The k programs of a share run side by side, so the rows
-  they all read come from the GPU's L2 cache.
+  they all read should be in the GPU's L2 cache.
 
 The kernels read their operands as they are: a tap's rows and columns are
 computed indices, masked where they fall on padding, between the stride's
@@ -46,7 +46,8 @@ _COMPILER_PARAMS = plt.CompilerParams()
 class _Taps(NamedTuple):
   """Where each tap reads its source, in rows and columns alike: for
   position p, index (p * scale + offset) / divisor, and zero unless that is
-  a whole number inside the source. offsets[t] = (rows, columns)."""
+  a whole number inside the source. offsets[t] = (row offset, column
+  offset)."""
   scale: int
   divisor: int
   offsets: tuple[tuple[int, int], ...]
@@ -117,9 +118,9 @@ def _source_index(position, scale: int, offset: int, divisor: int,
 
 def _load_tap(source_ref, taps: _Taps, t: int, image, h, columns, channels,
               mask, row_shift=0) -> jax.Array:
-  """Tap t of `source_ref` for output row h's `columns`, float32, zero where
-  the tap reads nothing or `mask` is false; `row_shift` is added to the
-  tap's row offset. Indices, not slices: a slice starting before column 0
+  """Tap t of `source_ref` for row h and `columns` of the result, float32,
+  zero where the tap reads nothing or `mask` is false; `row_shift` is added
+  to the tap's row offset. Indices, not slices: a slice starting before column 0
   is shifted by the Pallas interpreter, not masked."""
   row_offset, column_offset = taps.offsets[t]
   _, source_h, source_w, _ = source_ref.shape
@@ -223,6 +224,7 @@ def _kernel_grad(x: jax.Array, grad: jax.Array, k: int, pads, stride: int,
     zeros = jnp.zeros((tile_w, tile_c), jnp.float32)
     sums = jax.lax.fori_loop(0, rows_per_program, add_row, (zeros,) * k)
     for j, total in enumerate(sums):
+      # jnp.int32: the interpreter cannot index with a plain Python int.
       plt.store(out_ref.at[program, kernel_row, jnp.int32(j),
                            pl.ds(chan0, tile_c)],
                 jnp.sum(total, axis=0), mask=chans < channels)
