@@ -9,9 +9,13 @@ in a forward pass) and times, per distinct layer and per implementation
 in the model's compute dtype: the median of `--steps` calls after
 compilation and a warm-up call, device synchronised. Reports milliseconds
 per layer, their sum over the network (each layer times how often the
-network has it) and the speed-up over the first implementation. An
-implementation that cannot run here (e.g. 'pallas' off GPUs) is reported
-with its error. Imports no TensorFlow.
+network has it) and the speed-up over the first implementation. As the
+layers are memory-bound, each time also comes as a share of the device's
+measured copy bandwidth: the least the three operations must move (read
+x, write y; read dy, write dx; read x and dy) over the time, against the
+fastest read + write of a large array. An implementation that cannot run
+here (e.g. 'pallas' off GPUs) is reported with its error. Imports no
+TensorFlow.
 """
 
 import collections
@@ -75,6 +79,33 @@ def depthwise_layers(model: str, image_size: int, batch: int,
   return found
 
 
+def least_bytes(layer: Layer, dtype: Any) -> int:
+  """Bytes forward and both gradients must move at least: x and y three
+  times each (the kernel is negligible)."""
+  shape, kernel_size, stride, padding = layer
+  module = layers.DepthwiseConv(kernel_size, stride, padding,
+                                implementation='conv', dtype=dtype)
+  x = jax.ShapeDtypeStruct(shape, dtype)
+  params = jax.eval_shape(module.init, jax.random.key(0), x)
+  y = jax.eval_shape(module.apply, params, x)
+  return 3 * (x.size + y.size) * jnp.dtype(dtype).itemsize
+
+
+def measured_bandwidth(size_bytes: int = 0, repeats: int = 5
+                       ) -> tuple[float, str]:
+  """Bytes/s of the fastest of `repeats` reads and writes of a float32
+  array of `size_bytes` (0: 1 GiB, or 64 MiB on CPU) on the default device,
+  and that description."""
+  size_bytes = size_bytes or (
+      64 << 20 if jax.devices()[0].platform == 'cpu' else 1 << 30)
+  x = jnp.zeros(size_bytes // 4, jnp.float32)
+  best = train_throughput.fastest_seconds(jax.jit(lambda x: x + 1), (x,),
+                                          repeats)
+  return (2 * x.nbytes / best,
+          f'fastest of {repeats} runs of x + 1 on {x.nbytes >> 20} MiB of '
+          'float32 (read + write)')
+
+
 def time_layer(layer: Layer, implementation: str, dtype: Any,
                steps: int) -> float:
   """Median seconds of forward + both gradients of one DepthwiseConv."""
@@ -109,7 +140,8 @@ def measure(model: str, image_size: int, batch: int, dtype: Any,
     shape, kernel_size, stride, padding = layer
     row = {'input_shape': list(shape), 'kernel_size': kernel_size,
            'stride': stride, 'padding': padding, 'count': count,
-           'seconds': {}, 'errors': {}}
+           'least_bytes': least_bytes(layer, dtype), 'seconds': {},
+           'errors': {}}
     for implementation in implementations:
       try:
         row['seconds'][implementation] = time_layer(layer, implementation,
@@ -122,26 +154,35 @@ def measure(model: str, image_size: int, batch: int, dtype: Any,
   return rows
 
 
-def table(rows: list[dict[str, Any]], implementations: list[str]) -> str:
-  """Milliseconds per layer and over the network; speed-up over the first
-  implementation."""
+def table(rows: list[dict[str, Any]], implementations: list[str],
+          bandwidth: float) -> str:
+  """Milliseconds (and share of the copy `bandwidth`, bytes/s) per layer and
+  over the network; speed-up over the first implementation."""
+
+  def cell(seconds: float | None, least_bytes: int) -> str:
+    if seconds is None:
+      return '-'
+    return f'{seconds * 1e3:.2f} ({least_bytes / seconds / bandwidth:.0%})'
+
   base = implementations[0]
   lines = ['| input | k | stride | count | ' +
-           ' | '.join(f'{name} ms' for name in implementations) + ' |',
+           ' | '.join(f'{name} ms (bandwidth)' for name in implementations)
+           + ' |',
            '|---|---:|---:|---:|' + '---:|' * len(implementations)]
   totals = collections.Counter()
+  network_bytes = sum(row['least_bytes'] * row['count'] for row in rows)
   for row in rows:
     cells = []
     for name in implementations:
       seconds = row['seconds'].get(name)
-      cells.append('-' if seconds is None else f'{seconds * 1e3:.2f}')
+      cells.append(cell(seconds, row['least_bytes']))
       if seconds is not None:
         totals[name] += seconds * row['count']
     lines.append(f"| {'x'.join(map(str, row['input_shape']))} | "
                  f"{row['kernel_size']} | {row['stride']} | {row['count']} | "
                  + ' | '.join(cells) + ' |')
   lines.append('| network (sum x count) | | | | ' + ' | '.join(
-      f'{totals[name] * 1e3:.1f}' if name in totals else '-'
+      cell(totals[name], network_bytes) if name in totals else '-'
       for name in implementations) + ' |')
   for name in implementations[1:]:
     if name in totals and base in totals:
@@ -160,6 +201,7 @@ def main(argv):
   dtype = jnp.dtype(FLAGS.dtype)
   rows = measure(FLAGS.model, image_size, FLAGS.batch, dtype,
                  FLAGS.implementations, FLAGS.steps)
+  bandwidth, bandwidth_source = measured_bandwidth()
   report = {
       'command': 'python -m benchmarks.depthwise_layers ' +
                  ' '.join(sys.argv[1:]),
@@ -169,9 +211,11 @@ def main(argv):
       'dtype': FLAGS.dtype, 'steps': FLAGS.steps,
       'device': jax.devices()[0].device_kind,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'jax': jax.__version__, 'layers': rows}
+      'jax': jax.__version__, 'copy_bandwidth_bytes_per_s': bandwidth,
+      'copy_bandwidth': bandwidth_source, 'layers': rows}
   report_lib.emit(report, FLAGS.json_out)
-  print(table(rows, FLAGS.implementations))
+  print(f'copy bandwidth {bandwidth / 1e9:.0f} GB/s ({bandwidth_source})')
+  print(table(rows, FLAGS.implementations, bandwidth))
 
 
 if __name__ == '__main__':

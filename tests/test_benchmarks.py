@@ -235,6 +235,13 @@ def test_depthwise_layers_times_each_layer_of_the_network_per_implementation(
     assert set(row['seconds']) == {'conv', 'taps'}
     assert all(seconds > 0 for seconds in row['seconds'].values())
     assert row['errors']['pallas'].startswith('ValueError: depthwise=')
-  report = depthwise_layers.table(rows, ['conv', 'taps', 'pallas'])
+  # float32 x and y, 3 times each: 8x8x16 and 4x4x16; 4x4x24 twice.
+  assert [row['least_bytes'] for row in rows] == [
+      3 * (1024 + 256) * 4, 3 * (384 + 384) * 4]
+  report = depthwise_layers.table(rows, ['conv', 'taps', 'pallas'], 1e9)
   assert 'taps: ' in report and 'x conv over the network' in report
   assert "pallas not timed: ValueError: depthwise='pallas' is a GPU" in report
+  seconds = rows[0]['seconds']['conv']
+  assert f'| {seconds * 1e3:.2f} ({15360 / seconds / 1e9:.0%}) |' in report
+  bandwidth, source = depthwise_layers.measured_bandwidth(1 << 20, repeats=2)
+  assert bandwidth > 0 and source.startswith('fastest of 2 runs of x + 1')
