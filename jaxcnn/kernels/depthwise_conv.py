@@ -59,7 +59,8 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array,
                    stride: int, interpret: bool = False) -> jax.Array:
   """Depthwise convolution of NHWC `x` with a (k, k, 1, C) `kernel`.
 
-  `pads` are ((top, bottom), (left, right)) zeros; the result has `x`'s
+  `pads` are ((top, bottom), (left, right)) zeros. The kernel is rounded
+  to `x`'s dtype (as `DepthwiseConv` passes it); the result has `x`'s
   dtype, its gradients those of `x` and `kernel`.
   """
   out_hw = tuple((size + low + high - kernel.shape[0]) // stride + 1
