@@ -154,6 +154,21 @@ def measure(model: str, image_size: int, batch: int, dtype: Any,
   return rows
 
 
+def network_seconds(rows: list[dict[str, Any]]) -> dict[str, float]:
+  """Seconds over the network (each layer times its count) of every
+  implementation that ran on every layer."""
+  complete = set.intersection(*(set(row['seconds']) for row in rows))
+  return {name: sum(row['seconds'][name] * row['count'] for row in rows)
+          for name in complete}
+
+
+def fastest(rows: list[dict[str, Any]]) -> str | None:
+  """The implementation fastest over the network, of those that ran on
+  every layer: what to pass as --model_kwarg=depthwise=... elsewhere."""
+  totals = network_seconds(rows)
+  return min(totals, key=totals.get) if totals else None
+
+
 def table(rows: list[dict[str, Any]], implementations: list[str],
           bandwidth: float) -> str:
   """Milliseconds (and share of the copy `bandwidth`, bytes/s) per layer and
@@ -165,25 +180,21 @@ def table(rows: list[dict[str, Any]], implementations: list[str],
     return f'{seconds * 1e3:.2f} ({least_bytes / seconds / bandwidth:.0%})'
 
   base = implementations[0]
+  totals = network_seconds(rows)
   lines = ['| input | k | stride | count | ' +
            ' | '.join(f'{name} ms (bandwidth)' for name in implementations)
            + ' |',
            '|---|---:|---:|---:|' + '---:|' * len(implementations)]
-  totals = collections.Counter()
   network_bytes = sum(row['least_bytes'] * row['count'] for row in rows)
   for row in rows:
-    cells = []
-    for name in implementations:
-      seconds = row['seconds'].get(name)
-      cells.append(cell(seconds, row['least_bytes']))
-      if seconds is not None:
-        totals[name] += seconds * row['count']
+    cells = [cell(row['seconds'].get(name), row['least_bytes'])
+             for name in implementations]
     lines.append(f"| {'x'.join(map(str, row['input_shape']))} | "
                  f"{row['kernel_size']} | {row['stride']} | {row['count']} | "
                  + ' | '.join(cells) + ' |')
   lines.append('| network (sum x count) | | | | ' + ' | '.join(
-      cell(totals[name], network_bytes) if name in totals else '-'
-      for name in implementations) + ' |')
+      cell(totals.get(name), network_bytes) for name in implementations)
+      + ' |')
   for name in implementations[1:]:
     if name in totals and base in totals:
       lines.append(f'{name}: {totals[base] / totals[name]:.2f}x {base} '
@@ -212,10 +223,13 @@ def main(argv):
       'device': jax.devices()[0].device_kind,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'jax': jax.__version__, 'copy_bandwidth_bytes_per_s': bandwidth,
-      'copy_bandwidth': bandwidth_source, 'layers': rows}
+      'copy_bandwidth': bandwidth_source,
+      'fastest': fastest(rows), 'network_seconds': network_seconds(rows),
+      'layers': rows}
   report_lib.emit(report, FLAGS.json_out)
   print(f'copy bandwidth {bandwidth / 1e9:.0f} GB/s ({bandwidth_source})')
   print(table(rows, FLAGS.implementations, bandwidth))
+  print(f"fastest over the network: {report['fastest']}")
 
 
 if __name__ == '__main__':

@@ -241,6 +241,15 @@ def test_depthwise_layers_times_each_layer_of_the_network_per_implementation(
   report = depthwise_layers.table(rows, ['conv', 'taps', 'pallas'], 1e9)
   assert 'taps: ' in report and 'x conv over the network' in report
   assert "pallas not timed: ValueError: depthwise='pallas' is a GPU" in report
+  totals = depthwise_layers.network_seconds(rows)
+  assert set(totals) == {'conv', 'taps'}
+  assert totals['taps'] == pytest.approx(
+      rows[0]['seconds']['taps'] + 3 * rows[1]['seconds']['taps'])
+  assert depthwise_layers.fastest(rows) == min(totals, key=totals.get)
+  # An implementation missing from a layer has no network total.
+  del rows[1]['seconds']['taps']
+  assert set(depthwise_layers.network_seconds(rows)) == {'conv'}
+  assert depthwise_layers.fastest(rows) == 'conv'
   seconds = rows[0]['seconds']['conv']
   assert f'| {seconds * 1e3:.2f} ({15360 / seconds / 1e9:.0%}) |' in report
   bandwidth, source = depthwise_layers.measured_bandwidth(1 << 20, repeats=2)
