@@ -212,6 +212,9 @@ def main(argv):
   dtype = jnp.dtype(FLAGS.dtype)
   rows = measure(FLAGS.model, image_size, FLAGS.batch, dtype,
                  FLAGS.implementations, FLAGS.steps)
+  if not rows:
+    raise app.UsageError(f'{FLAGS.model} has no depthwise convolutions '
+                         '(layers.DepthwiseConv); try efficientnet_b0.')
   bandwidth, bandwidth_source = measured_bandwidth()
   report = {
       'command': 'python -m benchmarks.depthwise_layers ' +
