@@ -23,7 +23,6 @@ import datetime
 import os
 import statistics
 import sys
-import time
 from typing import Any
 
 from absl import app
@@ -99,8 +98,8 @@ def measured_bandwidth(size_bytes: int = 0, repeats: int = 5
   size_bytes = size_bytes or (
       64 << 20 if jax.devices()[0].platform == 'cpu' else 1 << 30)
   x = jnp.zeros(size_bytes // 4, jnp.float32)
-  best = train_throughput.fastest_seconds(jax.jit(lambda x: x + 1), (x,),
-                                          repeats)
+  best = min(train_throughput.call_seconds(jax.jit(lambda x: x + 1), (x,),
+                                           repeats))
   return (2 * x.nbytes / best,
           f'fastest of {repeats} runs of x + 1 on {x.nbytes >> 20} MiB of '
           'float32 (read + write)')
@@ -121,13 +120,8 @@ def time_layer(layer: Layer, implementation: str, dtype: Any,
     out, vjp = jax.vjp(module.apply, params, x)
     return vjp(jnp.ones_like(out))
 
-  jax.block_until_ready(forward_backward(params, x))  # Compile, warm up.
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(forward_backward(params, x))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return statistics.median(
+      train_throughput.call_seconds(forward_backward, (params, x), steps))
 
 
 def measure(model: str, image_size: int, batch: int, dtype: Any,

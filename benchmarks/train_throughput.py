@@ -199,17 +199,17 @@ def peak_memory(compiled: Any, device: jax.Device) -> tuple[int, str]:
           'compiled.memory_analysis(): arguments + outputs - donated + temp')
 
 
-def fastest_seconds(fn: Callable[..., Any], args: tuple,
-                    repeats: int) -> float:
-  """The fastest of `repeats` synchronised calls of `fn(*args)`, after one
-  that compiles."""
+def call_seconds(fn: Callable[..., Any], args: tuple,
+                 repeats: int) -> list[float]:
+  """Seconds of each of `repeats` synchronised calls of `fn(*args)`, after
+  one that compiles and warms up."""
   jax.block_until_ready(fn(*args))
-  best = float('inf')
+  times = []
   for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
+    times.append(time.perf_counter() - start)
+  return times
 
 
 def measured_peak_flops(dtype: Any, size: int = 0, chain: int = 8,
@@ -224,7 +224,7 @@ def measured_peak_flops(dtype: Any, size: int = 0, chain: int = 8,
   w = jax.random.normal(w_key, (size, size), dtype) * size**-0.5
   matmuls = jax.jit(
       lambda x, w: jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x))
-  best = fastest_seconds(matmuls, (x, w), repeats)
+  best = min(call_seconds(matmuls, (x, w), repeats))
   return (2 * size**3 * chain / best,
           f'fastest of {repeats} runs of {chain} chained {size}x{size} '
           f'{jnp.dtype(dtype).name} matmuls')

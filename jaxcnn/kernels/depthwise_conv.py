@@ -121,8 +121,8 @@ def _load_tap(source_ref, taps: _Taps, t: int, image, h, columns, channels,
               mask, row_shift=0) -> jax.Array:
   """Tap t of `source_ref` for row h and `columns` of the result, float32,
   zero where the tap reads nothing or `mask` is false; `row_shift` is added
-  to the tap's row offset. Indices, not slices: a slice starting before column 0
-  is shifted by the Pallas interpreter, not masked."""
+  to the tap's row offset. Indices, not slices: a slice starting before
+  column 0 is shifted by the Pallas interpreter, not masked."""
   row_offset, column_offset = taps.offsets[t]
   _, source_h, source_w, _ = source_ref.shape
   row, row_ok = _source_index(h, taps.scale, row_offset + row_shift,

@@ -350,7 +350,14 @@ def _depthwise_taps_bwd(pads, stride, residuals, grad):
   grad = grad.astype(accumulate)
   (top, _), (left, _) = pads
   n, out_h, out_w, channels = grad.shape
-  spread = _spread_output_grad(grad, x.shape[1:3], pads, k, stride)
+  height, width = x.shape[1:3]
+  # The output gradient spread to the input's stride and framed by k - 1:
+  # tap (i, j) of the input gradient starts at (top + k-1-i, left + k-1-j).
+  spread = jax.lax.pad(grad, jnp.zeros((), accumulate), (
+      (0, 0, 0),
+      (k - 1, height + top - (out_h - 1) * stride - 1, stride - 1),
+      (k - 1, width + left - (out_w - 1) * stride - 1, stride - 1),
+      (0, 0, 0)))
   taps = kernel.astype(accumulate)
   x_grad = sum(
       _strided_window_slice(spread, top + k - 1 - i, left + k - 1 - j,
@@ -370,22 +377,6 @@ def _depthwise_taps_bwd(pads, stride, residuals, grad):
 
 
 _depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
-
-
-def _spread_output_grad(grad: jax.Array, input_hw: Sequence[int],
-                        pads: tuple, k: int, stride: int) -> jax.Array:
-  """A depthwise convolution's output gradient spread to the input's stride
-  and framed by k - 1: tap (i, j) of the input gradient is the window of
-  the input's size at (top + k-1-i, left + k-1-j), times kernel tap (i, j).
-  """
-  (top, _), (left, _) = pads
-  out_h, out_w = grad.shape[1:3]
-  height, width = input_hw
-  return jax.lax.pad(grad, jnp.zeros((), grad.dtype), (
-      (0, 0, 0),
-      (k - 1, height + top - (out_h - 1) * stride - 1, stride - 1),
-      (k - 1, width + left - (out_w - 1) * stride - 1, stride - 1),
-      (0, 0, 0)))
 
 
 class ImagesTooSmallError(ValueError):
