@@ -48,6 +48,21 @@ def test_train_throughput_measures_the_real_step(dtype):
   assert 'skipped' in train_throughput.table({'results': [row]})
 
 
+def test_benchmark_step_trains_at_the_peers_peak_learning_rate():
+  # As the peer does; the recipe's 5-epoch warm-up would leave the rate ~0.
+  config, _ = train_throughput.load_recipe('lenet5', '')
+  config.image_size = 32
+  train_step = train_throughput.build_train_step(config, batch=8,
+                                                 num_classes=10)
+  state, data = train_step.state, train_step.data
+  losses = []
+  for _ in range(6):
+    state, metrics = train_step.jitted(state, data)
+    losses.append(float(metrics['loss']))
+  assert float(metrics['learning_rate']) == pytest.approx(0.4)
+  assert min(losses) < losses[0] - 0.2  # ~0.001 with the warm-up.
+
+
 def test_peer_is_skipped_with_a_hint_where_torch_is_missing(monkeypatch):
   # Forget an imported peer module, so that it is imported again.
   monkeypatch.delitem(sys.modules, 'benchmarks.torch_peer', raising=False)
