@@ -3,15 +3,15 @@
   python -m benchmarks.train_throughput --model=resnet50 --batch=256 --steps=50
 
 Uses the model's recipe from configs/ (optimizer at its peak learning rate,
-weight decay, EMA, label smoothing) and the real jitted train step on synthetic data already on the
-device. Per dtype (float32, bfloat16) it reports compile time, the median step
-time and images/s over the timed steps (after warm-up, device synchronised),
-peak device memory, the step's FLOPs from XLA's cost analysis of the step
-before optimisation (lowered for the CPU), and the model FLOP utilisation
-(MFU): achieved FLOP/s over the device's peak, measured by timing chained
-square matmuls in the same dtype (n = 8192 on accelerators, 1024 on CPU).
-Then the same network, batch, resolution and optimizer in torchvision/timm
-(benchmarks/torch_peer.py) and the ratio jaxcnn / peer.
+weight decay, EMA, label smoothing) and the real jitted train step on synthetic
+data already on the device. Per dtype (float32, bfloat16) it reports compile
+time, the median step time and images/s over the timed steps (after warm-up,
+device synchronised), peak device memory, the step's FLOPs from XLA's cost
+analysis of the step before optimisation (lowered for the CPU), and the model
+FLOP utilisation (MFU): achieved FLOP/s over the device's peak, measured by
+timing chained square matmuls in the same dtype (n = 8192 on accelerators, 1024
+on CPU). Then the same network, batch, resolution and optimizer in
+torchvision/timm (benchmarks/torch_peer.py) and the ratio jaxcnn / peer.
 
 Each measurement runs in a fresh process (--isolate) so its peak memory is its
 own and neither framework holds device memory while the other runs. Imports
