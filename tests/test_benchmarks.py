@@ -13,6 +13,7 @@ import pytest
 import benchmarks
 from benchmarks import train_throughput
 from jaxcnn import models
+from jaxcnn import optim
 from jaxcnn.models import layers
 from jaxcnn import state as state_lib
 
@@ -59,7 +60,9 @@ def test_benchmark_step_trains_at_the_peers_peak_learning_rate():
   for _ in range(6):
     state, metrics = train_step.jitted(state, data)
     losses.append(float(metrics['loss']))
-  assert float(metrics['learning_rate']) == pytest.approx(0.4)
+  assert optim.peak_learning_rate(config) == 0.1 * 1024 / 256
+  assert float(metrics['learning_rate']) == pytest.approx(
+      optim.peak_learning_rate(config))
   assert min(losses) < losses[0] - 0.2  # ~0.001 with the warm-up.
 
 
@@ -260,7 +263,13 @@ def test_depthwise_layers_times_each_layer_of_the_network_per_implementation(
   assert set(totals) == {'conv', 'taps'}
   assert totals['taps'] == pytest.approx(
       rows[0]['seconds']['taps'] + 3 * rows[1]['seconds']['taps'])
-  assert depthwise_layers.fastest(rows) == min(totals, key=totals.get)
+  # Totals weigh each layer by its count: taps wins the first layer, conv
+  # the network.
+  weighted = [{'seconds': {'conv': 3.0, 'taps': 1.0}, 'count': 1},
+              {'seconds': {'conv': 1.0, 'taps': 2.0}, 'count': 3}]
+  assert depthwise_layers.network_seconds(weighted) == {'conv': 6.0,
+                                                        'taps': 7.0}
+  assert depthwise_layers.fastest(weighted) == 'conv'
   # An implementation missing from a layer has no network total.
   del rows[1]['seconds']['taps']
   assert set(depthwise_layers.network_seconds(rows)) == {'conv'}
