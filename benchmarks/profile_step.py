@@ -122,22 +122,22 @@ def profile(config: Any, batch: int, steps: int, warmup: int,
   compiled = train_step.jitted.lower(state, data).compile()
   state, metrics, step_s = train_throughput.median_step(
       compiled, state, data, steps, warmup)
-  trace_dir = tempfile.mkdtemp(prefix='jaxcnn_profile_')
-  start = time.perf_counter()
-  with jax.profiler.trace(trace_dir):
-    for _ in range(steps):
-      state, metrics = compiled(state, data)
-    jax.block_until_ready((state, metrics))
-  wall_s = time.perf_counter() - start
-  xplane, = glob.glob(f'{trace_dir}/**/*.xplane.pb', recursive=True)
-  hlo_text = compiled.as_text()
-  known = instructions(hlo_text)
   ops = collections.defaultdict(lambda: {'seconds': 0.0, 'calls': 0,
                                          'kernels': set()})
-  for hlo_op, kernel, seconds in device_kernels(xplane):
-    ops[hlo_op]['seconds'] += seconds
-    ops[hlo_op]['calls'] += 1
-    ops[hlo_op]['kernels'].add(kernel)
+  with tempfile.TemporaryDirectory(prefix='jaxcnn_profile_') as trace_dir:
+    start = time.perf_counter()
+    with jax.profiler.trace(trace_dir):
+      for _ in range(steps):
+        state, metrics = compiled(state, data)
+      jax.block_until_ready((state, metrics))
+    wall_s = time.perf_counter() - start
+    xplane, = glob.glob(f'{trace_dir}/**/*.xplane.pb', recursive=True)
+    for hlo_op, kernel, seconds in device_kernels(xplane):
+      ops[hlo_op]['seconds'] += seconds
+      ops[hlo_op]['calls'] += 1
+      ops[hlo_op]['kernels'].add(kernel)
+  hlo_text = compiled.as_text()
+  known = instructions(hlo_text)
   rows = []
   for hlo_op, totals in ops.items():
     info = known.get(hlo_op, {'opcode': 'unknown'})

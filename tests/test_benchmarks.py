@@ -3,6 +3,7 @@
 import collections
 import functools
 import sys
+import tempfile
 
 from absl import app
 import flax.linen as nn
@@ -134,8 +135,10 @@ def test_input_throughput_runs_the_real_train_pipeline():
   assert input_throughput.cores_needed(7000, 300) == 24
 
 
-def test_profile_step_splits_device_time_by_op():
+def test_profile_step_splits_device_time_by_op_and_removes_its_trace(
+    tmp_path, monkeypatch):
   from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
   config, _ = train_throughput.load_recipe('lenet5', '')
   config.image_size = 32
   result = profile_step.profile(config, batch=4, steps=2, warmup=1,
@@ -152,6 +155,7 @@ def test_profile_step_splits_device_time_by_op():
   assert 'HloModule' in result['hlo_text']
   lines = profile_step.table(result, top=3).splitlines()
   assert lines[0].startswith('untraced: ') and len(lines) > 6
+  assert not list(tmp_path.iterdir())
 
 
 def test_profile_step_reads_gpu_hlo():
