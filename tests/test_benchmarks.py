@@ -257,7 +257,8 @@ def test_depthwise_layers_times_each_layer_of_the_network_per_implementation(
     assert set(row['seconds']) == {'conv', 'taps'}
     assert all(seconds > 0 for seconds in row['seconds'].values())
     assert row['errors']['pallas'].startswith('ValueError: depthwise=')
-  # float32 x and y, 3 times each: 8x8x16 and 4x4x16; 4x4x24 twice.
+  # float32 x and y, 3 times each: 8x8x16 in, 4x4x16 out (stride 2);
+  # 4x4x24 in and out.
   assert [row['least_bytes'] for row in rows] == [
       3 * (1024 + 256) * 4, 3 * (384 + 384) * 4]
   report = depthwise_layers.table(rows, ['conv', 'taps', 'pallas'], 1e9)
