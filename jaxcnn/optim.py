@@ -2,17 +2,16 @@
 
 from typing import Any
 
-import re
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxcnn import sharding
+from jaxcnn import freeze
 
 SCHEDULES = ('cosine', 'exponential', 'multistep', 'constant')
 OPTIMIZERS = ('sgd', 'rmsprop', 'adamw')
+WEIGHT_DECAY_MODES = ('l2', 'decoupled')
 
 
 def to_steps(config: ml_collections.ConfigDict, name: str,
@@ -67,15 +66,6 @@ def decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def frozen_mask(tree: Any, pattern: str) -> Any:
-  """True for leaves whose path ('layer1_0/bn1/scale') matches `pattern`."""
-  if not pattern:
-    return jax.tree.map(lambda _: False, tree)
-  regex = re.compile(pattern)
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: bool(regex.search(sharding.path_name(path))), tree)
-
-
 def tf_rmsprop(learning_rate: optax.ScalarOrSchedule, decay: float,
                epsilon: float, momentum: float) -> optax.GradientTransformation:
   """TensorFlow's RMSProp: square average starts at 1, eps inside the sqrt,
@@ -94,9 +84,9 @@ def create_optimizer(config: ml_collections.ConfigDict,
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f'--config.optimizer={config.optimizer!r} is not one of '
                      f'{", ".join(OPTIMIZERS)}.')
-  if config.weight_decay_mode not in ('l2', 'decoupled'):
+  if config.weight_decay_mode not in WEIGHT_DECAY_MODES:
     raise ValueError(f'--config.weight_decay_mode={config.weight_decay_mode!r}'
-                     " is not one of l2, decoupled.")
+                     f' is not one of {", ".join(WEIGHT_DECAY_MODES)}.')
   decoupled = config.weight_decay_mode == 'decoupled' and config.weight_decay
   parts = []
   if config.grad_clip_norm:
@@ -106,7 +96,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
         schedule, b1=config.adam_b1, b2=config.adam_b2,
         weight_decay=config.weight_decay if decoupled else 0.0,
         mask=decay_mask))
-    return _freeze(optax.chain(*parts), config.freeze)
+    return freeze.optimizer(optax.chain(*parts), config.freeze)
   if decoupled:
     # Decay is scaled by the learning rate, like torch's SGD weight_decay.
     parts.append(optax.add_decayed_weights(config.weight_decay, decay_mask))
@@ -116,16 +106,5 @@ def create_optimizer(config: ml_collections.ConfigDict,
   else:
     parts.append(tf_rmsprop(schedule, config.rmsprop_decay,
                             config.rmsprop_epsilon, config.momentum))
-  return _freeze(optax.chain(*parts), config.freeze)
+  return freeze.optimizer(optax.chain(*parts), config.freeze)
 
-
-def _freeze(tx: optax.GradientTransformation,
-            pattern: str) -> optax.GradientTransformation:
-  """`tx` for the parameters not matching `pattern`; the others never move."""
-  if not pattern:
-    return tx
-  def labels(params):
-    return jax.tree.map(lambda frozen: 'frozen' if frozen else 'trained',
-                        frozen_mask(params, pattern))
-  return optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()},
-                               labels)

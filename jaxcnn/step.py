@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcnn import freeze
 from jaxcnn import optim
 from jaxcnn.state import TrainState
 
@@ -43,11 +44,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                rng: jax.Array, learning_rate_fn: optax.Schedule,
                label_smoothing: float, l2_weight: float,
                ema_decay: float, skip_nonfinite: bool = False,
-               freeze: str = '') -> tuple[TrainState, Metrics]:
+               freeze_pattern: str = '') -> tuple[TrainState, Metrics]:
   """One optimizer update on a (globally sharded) batch.
 
-  BatchNorm statistics whose path matches the `freeze` regex stay fixed (the
-  optimizer keeps the matching parameters fixed).
+  BatchNorm layers whose statistics match the `freeze_pattern` regex
+  normalise with them and keep them (`freeze.batch_norm`; the optimizer keeps
+  the matching parameters fixed).
 
   `metrics['finite']` is 0 when the loss, the gradients or the updated
   weights are not finite; then `skip_nonfinite` keeps the old weights,
@@ -56,20 +58,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
-        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    with freeze.batch_norm(freeze_pattern):
+      logits, updates = state.apply_fn(
+          {'params': params, 'batch_stats': state.batch_stats},
+          batch['image'], train=True, mutable=['batch_stats'],
+          rngs={'dropout': dropout_rng})
     loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
     total = loss + l2_weight * l2_penalty(params) if l2_weight else loss
     return total, (loss, logits, updates.get('batch_stats', {}))
 
   grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
       state.params)
-  if freeze:
-    batch_stats = jax.tree.map(
-        lambda frozen, old, new: old if frozen else new,
-        optim.frozen_mask(state.batch_stats, freeze), state.batch_stats,
-        batch_stats)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.ema is not None:
     # TF's ExponentialMovingAverage(num_updates=step): a short initial memory.

@@ -228,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                         label_smoothing=config.label_smoothing,
                         l2_weight=l2_weight, ema_decay=config.ema_decay,
                         skip_nonfinite=config.on_nonfinite == 'skip',
-                        freeze=config.freeze),
+                        freeze_pattern=config.freeze),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_fn = jax.jit(functools.partial(step_lib.eval_step,

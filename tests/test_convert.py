@@ -238,9 +238,17 @@ def test_finetuning_a_converted_resnet18_on_digits(data_dir, tmp_path):
                      progress_bar=False))
   workdir = str(tmp_path / 'finetuned')
   trainer.train_and_evaluate(config, workdir)
-  losses = [r['train/loss'] for r in metrics.read_metrics(workdir)
-            if 'train/loss' in r]
+  records = metrics.read_metrics(workdir)
+  losses = [r['train/loss'] for r in records if 'train/loss' in r]
   assert losses[-1] < 0.7 * losses[0]
+  # Frozen BatchNorm layers normalise with the stored statistics in training
+  # too: evaluation sees the network that was trained (with batch statistics
+  # in the frozen layers it was at chance, 0.1).
+  train_accuracy = [r['train/accuracy'] for r in records
+                    if 'train/accuracy' in r][-1]
+  eval_accuracy = records[-1]['eval/accuracy']
+  assert eval_accuracy > 0.5
+  assert abs(eval_accuracy - train_accuracy) < 0.15
   tuned, _ = checkpoint.load_variables(workdir)
   assert tuned['params']['head']['kernel'].shape == (512, 10)
   # The frozen stem and first stage never moved, statistics included.

@@ -109,9 +109,6 @@ def test_freeze_keeps_matching_parameters_fixed():
   params = {'conv1': {'kernel': jnp.ones((3, 3, 1, 2))},
             'layer1_0': {'bn1': {'scale': jnp.ones(2)}},
             'head': {'kernel': jnp.ones((2, 3)), 'bias': jnp.ones(3)}}
-  assert optim.frozen_mask(params, r'^(conv1|layer1_)') == {
-      'conv1': {'kernel': True}, 'layer1_0': {'bn1': {'scale': True}},
-      'head': {'kernel': False, 'bias': False}}
   config = _config(freeze=r'^(conv1|layer1_)', warmup_epochs=0.0)
   tx = optim.create_optimizer(config, optim.learning_rate_schedule(config, 10))
   grads = jax.tree.map(jnp.ones_like, params)

@@ -2,7 +2,6 @@
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +9,6 @@ import optax
 import pytest
 
 from jaxcnn import models
-from jaxcnn import optim
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
 
@@ -121,39 +119,3 @@ def test_nonfinite_step_is_flagged_and_skipped_when_asked(skip):
                               before.params['head']['kernel'])
   else:
     assert any(np.isnan(p).any() for p in jax.tree.leaves(state.params))
-
-
-class _TinyBNNet(nn.Module):
-  """Two conv+BN blocks: the smallest network with BatchNorm statistics."""
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    for name in ('stem', 'block'):
-      x = nn.Conv(4, (3, 3), name=f'{name}_conv')(x)
-      x = nn.BatchNorm(use_running_average=not train, name=f'{name}_bn')(x)
-    return nn.Dense(10, name='head')(x.mean(axis=(1, 2)))
-
-
-def test_freeze_keeps_matching_batchnorm_statistics_and_parameters():
-  model = _TinyBNNet()
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
-  variables = {'params': variables['params'],
-               'batch_stats': variables['batch_stats']}
-  freeze = r'^stem_'
-  tx = optax.multi_transform(
-      {'trained': optax.sgd(0.1), 'frozen': optax.set_to_zero()},
-      lambda p: jax.tree.map(lambda f: 'frozen' if f else 'trained',
-                             optim.frozen_mask(p, freeze)))
-  state = state_lib.create(model, tx, variables, use_ema=False)
-  step = jax.jit(functools.partial(
-      step_lib.train_step, rng=jax.random.PRNGKey(1),
-      learning_rate_fn=optax.constant_schedule(0.1), label_smoothing=0.0,
-      l2_weight=0.0, ema_decay=0.0, freeze=freeze))
-  new, _ = step(state, _batch(8, (8, 8, 1)))
-  for collection, moving in (('params', 'bias'), ('batch_stats', 'mean')):
-    old_tree, new_tree = getattr(state, collection), getattr(new, collection)
-    for leaf in old_tree['stem_bn']:
-      np.testing.assert_array_equal(old_tree['stem_bn'][leaf],
-                                    new_tree['stem_bn'][leaf])
-    assert not np.allclose(old_tree['block_bn'][moving],
-                           new_tree['block_bn'][moving])
