@@ -1,7 +1,7 @@
 """Defaults shared by every recipe. A recipe's get_config() starts from here.
 
 Durations come in two units: `X_epochs` (float) or `X_steps` (int); a
-non-negative `X_steps` wins over `X_epochs`.
+non-negative `X_steps` wins over `X_epochs` (-1: use `X_epochs`).
 """
 
 import ml_collections
@@ -48,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_epochs = 1.0
   config.eval_every_steps = -1
   config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
+  config.keep_checkpoints = 3  # At least 1.
 
   # Optimisation.
   config.optimizer = 'sgd'  # Or 'rmsprop' (TF-style), 'adamw'.
@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.freeze = ''
 
   # Run.
-  config.seed = 0
+  config.seed = 0  # In [0, 2**27).
   config.init_from = config_dict.placeholder(str)  # Checkpoint to start from.
   config.progress_bar = True
   config.deterministic = False  # Deterministic (slower) GPU kernels.

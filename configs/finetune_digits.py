@@ -1,12 +1,13 @@
 """Fine-tune an ImageNet ResNet-18 on the embedded digits dataset.
 
   python -m jaxcnn.convert --model=resnet18 --source=torchvision \
-      --weights=resnet18-f37072fd.pth --out=/tmp/resnet18_imagenet
+      --weights=resnet18-f37072fd.pth --out=/tmp/resnet18_tv
   python train.py --config=configs/finetune_digits.py --workdir=/tmp/ft \
-      --config.init_from=/tmp/resnet18_imagenet
+      --config.init_from=/tmp/resnet18_tv
 
 The 1000-class head is replaced by a fresh 10-class one; the stem and the
-first stage stay frozen (parameters and BatchNorm statistics).
+first stage stay frozen (parameters, and BatchNorm layers whole: they
+normalise with their stored statistics, see jaxcnn/freeze.py).
 """
 
 from configs import quickstart

@@ -8,6 +8,7 @@ checksum of every array of `state`, verified on restore.
 import contextlib
 import logging
 import os
+import re
 from typing import Any
 
 import jax
@@ -163,16 +164,39 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.close()
 
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    # Also on an error: a started save of an earlier, good step completes.
+    self.wait()
+    self.close()
+
+
+def _unreadable_reason(error: BaseException) -> str:
+  """Why reading failed, in words. TensorStore chains its errors: the first
+  names the array beside a repr of the whole store, the last the cause, as
+  'STATUS_CODE: Error reading "params.conv1.kernel/0.0" in ...'."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = (str(error).splitlines() or [type(error).__name__])[0]
+  if re.match(r'[A-Z_]+: ', text):
+    array = re.search(r'"((?:params|batch_stats|opt_state|ema)[^"/]*)', text)
+    return ('a data file is missing, truncated or damaged' +
+            (f' (array {array.group(1)})' if array else ''))
+  return text if len(text) <= 300 else text[:text.rfind(' ', 0, 300)] + ' ...'
+
 
 @contextlib.contextmanager
 def _reading(step_dir: epath.Path):
   """Turns the errors of reading damaged files into CorruptCheckpointError."""
   try:
     yield
+  except CorruptCheckpointError:
+    raise
   except Exception as e:  # TensorStore reports them as a bare Exception.
-    first_line = (str(e).splitlines() or [type(e).__name__])[0]
     raise CorruptCheckpointError(
-        f'{step_dir}: unreadable ({first_line[:200]})') from e
+        f'{step_dir}: unreadable, {_unreadable_reason(e)}') from e
 
 
 def absolute(path: str) -> str:
@@ -201,7 +225,25 @@ def load_meta(path: str) -> dict[str, Any]:
   step_dir = _find_step_dir(path)
   if not (step_dir / META).exists():
     return {}
-  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / META)
+  with _reading(step_dir):
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+        step_dir / META)
+
+
+def recorded_model_kwargs(directory: str) -> dict[str, Any] | None:
+  """The `model_kwargs` that the newest readable step under `directory` (a
+  run's checkpoints/) recorded; None if there is none (or it predates them)."""
+  path = epath.Path(absolute(directory))
+  if not path.exists():
+    return None
+  for step in sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()),
+                     reverse=True):
+    try:
+      meta = load_meta(str(path / str(step)))
+    except (CorruptCheckpointError, FileNotFoundError):
+      continue  # Restoring sets it aside and falls back.
+    return meta.get('model_kwargs')
+  return None
 
 
 def model_kwargs_of(init_from: str) -> dict[str, Any]:

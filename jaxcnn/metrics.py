@@ -17,12 +17,29 @@ METRICS_FILE = 'metrics.jsonl'
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """The records of WORKDIR/metrics.jsonl, oldest first."""
+  """The records of WORKDIR/metrics.jsonl, oldest first.
+
+  A torn last line (the process died while writing it) is left out: it is
+  newer than any checkpoint, so a resumed run writes it again. A damaged
+  line before it raises a ValueError naming the file and line.
+  """
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  with open(path, 'rb') as f:
+    lines = [line for line in f.read().split(b'\n') if line.strip()]
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      records.append(json.loads(line))
+    except ValueError as e:
+      if number == len(lines):
+        logging.warning('%s: its last line is incomplete (the run stopped '
+                        'while writing it); it is left out.', path)
+        break
+      raise ValueError(f'{path}: line {number} is not a JSON record ({e}); '
+                       'repair or remove that line to go on.') from None
+  return records
 
 
 class MetricWriter:

@@ -94,6 +94,11 @@ class Predictor:
                        'preprocessed float batch.')
     if images.ndim and not len(images):
       raise ValueError(f'{path}: holds no images (shape {images.shape}).')
+    finite = np.isfinite(images)
+    if not finite.all():
+      raise ValueError(
+          f'{path}: holds {np.size(finite) - np.count_nonzero(finite)} '
+          'non-finite values (NaN or infinity); a model cannot judge them.')
     try:
       jax.eval_shape(self._softmax, self.variables,
                      jax.ShapeDtypeStruct(images.shape, jnp.float32))

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -17,70 +16,30 @@ import ml_collections
 import numpy as np
 
 from jaxcnn import checkpoint
+from jaxcnn import config_check
 from jaxcnn import metrics as metrics_lib
 from jaxcnn import models
 from jaxcnn import optim
-from jaxcnn import saved_config
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
+from jaxcnn import workdir as workdir_lib
 from jaxcnn.data import datasets
 from jaxcnn.data import pipeline
 
-CONFIG_FILE = 'config.json'
-# Fields that do not change what a run computes: a resumed run may differ.
-# (`on_nonfinite` changes nothing until a step diverges: resuming a halted run
-# with 'skip' is the way on.)
-_COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir',
-                              'deterministic', 'on_nonfinite'})
-# Config fields added after runs were saved, with the value that reproduces
-# those runs: their workdirs resume instead of being refused.
-ADDED_FIELDS = {'data_shards': -1, 'model_kwargs.depthwise': 'auto',
-                'model_kwargs.pointwise': 'auto'}
-
-
-class WorkdirError(ValueError):
-  """The workdir cannot be created or written."""
-
-
-class ConfigMismatchError(ValueError):
-  """The workdir holds a run with another config."""
+# The signals that stop a run after it saves a checkpoint at the current step.
+_STOP_SIGNALS = {signal.SIGTERM: 'Preempted', signal.SIGINT: 'Interrupted'}
 
 
 class Preempted(Exception):
-  """SIGTERM (or another host's preemption) stopped the run after it saved a
-  checkpoint at `step`; rerunning the same command resumes there."""
+  """SIGTERM or SIGINT (or another host's preemption) stopped the run after it
+  saved a checkpoint at `step`; rerunning the same command resumes there."""
 
-  def __init__(self, step: int):
-    super().__init__(f'Preempted at step {step}: checkpoint saved, exiting')
+  def __init__(self, step: int, signum: int = signal.SIGTERM):
+    super().__init__(f'{_STOP_SIGNALS[signum]} at step {step}: checkpoint '
+                     'saved, exiting')
     self.step = step
-
-
-def _check_writable(workdir: str) -> None:
-  """Creates `workdir`, or says why it cannot be written (before any work)."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    reason = e.strerror or str(e)
-    raise WorkdirError(f'Cannot write to --workdir={workdir} ({reason}); '
-                       'choose a writable directory.') from None
-
-
-def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict):
-  """Writes config.json, or refuses a workdir holding another run's config."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  current = json.loads(config.to_json_best_effort())
-  changes = saved_config.differences(path, current, _COSMETIC_FIELDS,
-                                     ADDED_FIELDS)
-  if changes:
-    raise ConfigMismatchError(
-        f'{workdir} holds a run with a different config ({changes}). '
-        'Resume it with the same config, or pass a new --workdir to start '
-        'a fresh run.')
-  if jax.process_index() == 0:  # The others may be reading it right now.
-    saved_config.write(path, current)
+    self.signum = signum
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -118,19 +77,28 @@ def _summarise(records: list[dict[str, float]],
   return summary
 
 
-def _stop_on_sigterm() -> tuple[threading.Event, Any]:
-  """An event set by SIGTERM, and the handler it replaced.
+def _stop_on_signals() -> tuple[dict[str, int], dict[int, Any]]:
+  """{'signum': N} once SIGTERM or SIGINT arrived, and the handlers replaced.
 
-  None when no handler was installed: off the main thread, where Python
-  cannot handle signals, and in a multi-process run, where JAX's preemption
-  service owns SIGTERM and `reached_preemption` stops every process at the
-  same step (a local stop would leave the others waiting in collectives).
+  No handler is installed off the main thread, where Python cannot handle
+  signals, and in a multi-process run, where JAX's preemption service owns
+  SIGTERM and `reached_preemption` stops every process at the same step (a
+  local stop would leave the others waiting in collectives). A second Ctrl-C
+  interrupts at once.
   """
-  event = threading.Event()
+  received: dict[str, int] = {}
   if (jax.process_count() > 1 or
       threading.current_thread() is not threading.main_thread()):
-    return event, None
-  return event, signal.signal(signal.SIGTERM, lambda *_: event.set())
+    return received, {}
+
+  def handle(signum, _):
+    received.setdefault('signum', signum)
+    if signum == signal.SIGINT:
+      logging.warning('Interrupted: saving a checkpoint after this step '
+                      '(Ctrl-C again to stop at once).')
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+  return received, {signum: signal.signal(signum, handle)
+                    for signum in _STOP_SIGNALS}
 
 
 def evaluate(eval_fn, variables: dict, data: pipeline.InputPipeline,
@@ -173,24 +141,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains `config` in `workdir`, resuming its latest checkpoint if any.
 
   Returns the final evaluation metrics (also the last metrics.jsonl record).
+  Nothing is written to `workdir` before the first step can run; a finished
+  run is left as it is.
   """
-  _check_writable(workdir)
-  _check_workdir_config(workdir, config)
+  config_check.check(config, jax.device_count(), jax.process_count())
+  current = json.loads(config.to_json_best_effort())
+  workdir_lib.check(workdir, current)
+  is_main = jax.process_index() == 0
+  with workdir_lib.claim(workdir, enabled=is_main) as run:
+    return _train(config, workdir, run, current)
+
+
+def _completed_results(workdir: str, total_steps: int) -> dict | None:
+  """The final evaluation of a run that ended, if metrics.jsonl has it."""
+  records = metrics_lib.read_metrics(workdir)
+  if records and records[-1]['step'] == total_steps and any(
+      k.startswith('eval/') for k in records[-1]):
+    return {k: v for k, v in records[-1].items() if k != 'step'}
+  return None
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           run: workdir_lib.Claim, current: dict[str, Any]) -> dict[str, float]:
   num_classes = (datasets.get_spec(config.dataset).num_classes
                  if config.num_classes < 0 else config.num_classes)
-  if config.on_nonfinite not in ('halt', 'skip'):
-    raise ValueError(f"--config.on_nonfinite={config.on_nonfinite!r} is not "
-                     "'halt' or 'skip'.")
   model = build_model(config, num_classes)
   data = pipeline.create(config, model.in_channels,
                          process_index=jax.process_index(),
                          process_count=jax.process_count())
   mesh = sharding.create_mesh()
-  if config.batch_size % mesh.size or config.eval_batch_size % mesh.size:
-    raise ValueError(
-        f'--config.batch_size ({config.batch_size}) and --config.eval_batch_'
-        f'size ({config.eval_batch_size}) must be divisible by the number of '
-        f'devices ({mesh.size}).')
 
   steps_per_epoch = data.steps_per_epoch
   total_steps = optim.to_steps(config, 'num', steps_per_epoch)
@@ -202,119 +181,134 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   def make_state(variables):
     return state_lib.create(model, tx, variables, config.ema_decay > 0)
 
-  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                         config.keep_checkpoints)
-  image_shape = (config.image_size, config.image_size, model.in_channels)
-  abstract_state = jax.eval_shape(lambda: make_state(
-      state_lib.initial_variables(model, init_rng, image_shape)))
-  state_sharding = sharding.state_shardings(mesh, abstract_state)
-  restored = checkpointer.restore_latest(jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract_state, state_sharding))
-  if restored is None:
-    variables = _initial_variables(config, model, mesh, init_rng)
-    state = jax.jit(make_state, out_shardings=state_sharding)(variables)
-    start_step, restored_meta = 0, {}
-  else:
-    start_step, state, restored_meta = restored
-    logging.info('Resuming from the checkpoint at step %d.', start_step)
+  with checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                               config.keep_checkpoints) as checkpointer:
+    image_shape = (config.image_size, config.image_size, model.in_channels)
+    abstract_state = jax.eval_shape(lambda: make_state(
+        state_lib.initial_variables(model, init_rng, image_shape)))
+    state_sharding = sharding.state_shardings(mesh, abstract_state)
+    restored = checkpointer.restore_latest(jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state, state_sharding))
+    if restored is None:
+      variables = _initial_variables(config, model, mesh, init_rng)
+      state = jax.jit(make_state, out_shardings=state_sharding)(variables)
+      start_step, restored_meta = 0, {}
+    else:
+      start_step, state, restored_meta = restored
+      if start_step == total_steps:
+        final = _completed_results(workdir, total_steps)
+        if final is not None:
+          logging.info('The run in %s is complete (step %d of %d): its final '
+                       'evaluation is the last line of %s. Nothing to do.',
+                       workdir, start_step, total_steps,
+                       os.path.join(workdir, metrics_lib.METRICS_FILE))
+          return final
+      logging.info('Resuming from the checkpoint at step %d.', start_step)
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+    l2_weight = config.weight_decay if config.weight_decay_mode == 'l2' else 0.0
+    train_step = jax.jit(
+        functools.partial(step_lib.train_step, rng=dropout_rng,
+                          learning_rate_fn=schedule,
+                          label_smoothing=config.label_smoothing,
+                          l2_weight=l2_weight, ema_decay=config.ema_decay,
+                          skip_nonfinite=config.on_nonfinite == 'skip',
+                          freeze_pattern=config.freeze),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(step_lib.eval_step,
+                                        apply_fn=model.apply),
+                      in_shardings=(state_sharding.variables(), batch_sharding),
+                      out_shardings=replicated)
+    batches = data.train_batches(start_step)
+    first_batch = None
+    if start_step < total_steps:
+      first_batch = sharding.global_batch(next(batches), batch_sharding)
+      # Compiled before anything is written: the first step can run.
+      train_step = train_step.lower(state, first_batch).compile()
 
-  batch_sharding = sharding.batch_sharding(mesh)
-  replicated = sharding.replicated(mesh)
-  l2_weight = config.weight_decay if config.weight_decay_mode == 'l2' else 0.0
-  train_step = jax.jit(
-      functools.partial(step_lib.train_step, rng=dropout_rng,
-                        learning_rate_fn=schedule,
-                        label_smoothing=config.label_smoothing,
-                        l2_weight=l2_weight, ema_decay=config.ema_decay,
-                        skip_nonfinite=config.on_nonfinite == 'skip',
-                        freeze_pattern=config.freeze),
-      in_shardings=(state_sharding, batch_sharding),
-      out_shardings=(state_sharding, replicated), donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(step_lib.eval_step,
-                                      apply_fn=model.apply),
-                    in_shardings=(state_sharding.variables(), batch_sharding),
-                    out_shardings=replicated)
+    run.started()
+    is_main = jax.process_index() == 0
+    if is_main:
+      workdir_lib.write_config(workdir, current)
+    writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+    writer.truncate_after(start_step)
+    eval_every = max(1, optim.to_steps(config, 'eval_every', steps_per_epoch))
+    meta = {'model': config.model, 'dataset': config.dataset,
+            'num_classes': num_classes}
 
-  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
-  writer.truncate_after(start_step)
-  eval_every = max(1, optim.to_steps(config, 'eval_every', steps_per_epoch))
-  meta = {'model': config.model, 'dataset': config.dataset,
-          'num_classes': num_classes}
+    def run_eval(step: int) -> dict[str, float]:
+      results = {f'eval/{k}': v for k, v in evaluate(
+          eval_fn, state.variables(), data, batch_sharding).items()}
+      if state.ema is not None:
+        results.update({f'eval_ema/{k}': v for k, v in evaluate(
+            eval_fn, state.variables(use_ema=True), data,
+            batch_sharding).items()})
+      writer.write(step, results)
+      metrics_lib.log(step, total_steps, results)
+      return results
 
-  def run_eval(step: int) -> dict[str, float]:
-    results = {f'eval/{k}': v for k, v in evaluate(
-        eval_fn, state.variables(), data, batch_sharding).items()}
-    if state.ema is not None:
-      results.update({f'eval_ema/{k}': v for k, v in evaluate(
-          eval_fn, state.variables(use_ema=True), data,
-          batch_sharding).items()})
-    writer.write(step, results)
-    metrics_lib.log(step, total_steps, results)
-    return results
-
-  logging.info('%s on %s: %d steps (%d per epoch), global batch %d, %d '
-               'devices, %d processes.', config.model, config.dataset,
-               total_steps, steps_per_epoch, config.batch_size, mesh.size,
-               jax.process_count())
-  progress = _progress(total_steps, start_step, config.progress_bar)
-  batches = data.train_batches(start_step)
-  # Per-step train metrics not yet logged; checkpoints carry them, so that a
-  # resumed run logs the same averages as an uninterrupted one.
-  pending: list[dict[str, Any]] = (
-      restored_meta.get('pending_train_metrics', []) if start_step else [])
-  last_log = (time.perf_counter(), start_step)
-  results: dict[str, float] = {}
-  sigterm, previous_handler = _stop_on_sigterm()
-  try:
-    for step in range(start_step + 1, total_steps + 1):
-      batch = sharding.global_batch(next(batches), batch_sharding)
-      state, step_metrics = train_step(state, batch)
-      pending.append(step_metrics)
+    logging.info('%s on %s: %d steps (%d per epoch), global batch %d, %d '
+                 'devices, %d processes.', config.model, config.dataset,
+                 total_steps, steps_per_epoch, config.batch_size, mesh.size,
+                 jax.process_count())
+    progress = _progress(total_steps, start_step, config.progress_bar)
+    # Per-step train metrics not yet logged; checkpoints carry them, so that a
+    # resumed run logs the same averages as an uninterrupted one.
+    pending: list[dict[str, Any]] = (
+        restored_meta.get('pending_train_metrics', []) if start_step else [])
+    last_log = (time.perf_counter(), start_step)
+    results: dict[str, float] = {}
+    stop, previous_handlers = _stop_on_signals()
+    try:
+      for step in range(start_step + 1, total_steps + 1):
+        batch = (first_batch if step == start_step + 1 else
+                 sharding.global_batch(next(batches), batch_sharding))
+        state, step_metrics = train_step(state, batch)
+        pending.append(step_metrics)
+        if progress is not None:
+          progress.update(1)
+        # On every host at once when any of them got the signal (Orbax's sync
+        # point, with the jax.distributed preemption service).
+        preempted = step < total_steps and (
+            bool(stop) or checkpointer.reached_preemption(step))
+        is_log = step % config.log_every_steps == 0 or step == total_steps
+        is_eval = step % eval_every == 0 or step == total_steps
+        is_save = (step % config.checkpoint_every_steps == 0 or
+                   step == total_steps or preempted)
+        if is_log or is_eval or is_save:
+          # The host waits here anyway; never evaluate or save a diverged run.
+          pending = _fetch(pending)
+          if config.on_nonfinite == 'halt':
+            _check_finite(pending, step)
+        if is_log:
+          train_metrics = {f'train/{k}': v for k, v in _summarise(
+              pending, config.on_nonfinite == 'skip').items()}
+          pending = []
+          now = time.perf_counter()
+          speed = {'train/images_per_sec': (step - last_log[1]) *
+                   config.batch_size / (now - last_log[0])}
+          last_log = (now, step)
+          writer.write(step, train_metrics, wall_clock=speed)
+          metrics_lib.log(step, total_steps, {**train_metrics, **speed})
+        if is_eval:
+          results = run_eval(step)
+        if is_save:
+          # A copy: the async save serialises it while the loop appends.
+          checkpointer.save(step, state, {
+              **meta, 'step': step, 'pending_train_metrics': list(pending)})
+        if preempted:
+          checkpointer.wait()
+          stopped = Preempted(step, stop.get('signum', signal.SIGTERM))
+          logging.info('%s', stopped)
+          raise stopped
+      if start_step == total_steps:
+        results = run_eval(total_steps)
+    finally:
+      for signum, handler in previous_handlers.items():
+        signal.signal(signum, handler)
       if progress is not None:
-        progress.update(1)
-      # On every host at once when any of them got the signal (Orbax's sync
-      # point, with the jax.distributed preemption service).
-      preempted = step < total_steps and (
-          sigterm.is_set() or checkpointer.reached_preemption(step))
-      is_log = step % config.log_every_steps == 0 or step == total_steps
-      is_eval = step % eval_every == 0 or step == total_steps
-      is_save = (step % config.checkpoint_every_steps == 0 or
-                 step == total_steps or preempted)
-      if is_log or is_eval or is_save:
-        # The host waits here anyway; never evaluate or save a diverged run.
-        pending = _fetch(pending)
-        if config.on_nonfinite == 'halt':
-          _check_finite(pending, step)
-      if is_log:
-        train_metrics = {f'train/{k}': v for k, v in _summarise(
-            pending, config.on_nonfinite == 'skip').items()}
-        pending = []
-        now = time.perf_counter()
-        speed = {'train/images_per_sec': (step - last_log[1]) *
-                 config.batch_size / (now - last_log[0])}
-        last_log = (now, step)
-        writer.write(step, train_metrics, wall_clock=speed)
-        metrics_lib.log(step, total_steps, {**train_metrics, **speed})
-      if is_eval:
-        results = run_eval(step)
-      if is_save:
-        # A copy: the async save serialises it while the loop appends.
-        checkpointer.save(step, state, {**meta, 'step': step,
-                                        'pending_train_metrics': list(pending)})
-      if preempted:
-        checkpointer.wait()
-        logging.info('Preempted at step %d: checkpoint saved, exiting', step)
-        raise Preempted(step)
-    if start_step == total_steps:
-      results = run_eval(total_steps)
-  finally:
-    if previous_handler is not None:
-      signal.signal(signal.SIGTERM, previous_handler)
-    if progress is not None:
-      progress.close()
-    # Also on an error: a started save of an earlier, good step completes.
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
-  return results
+        progress.close()
+      writer.close()
+    return results

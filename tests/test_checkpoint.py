@@ -2,6 +2,7 @@
 
 import glob
 import os
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +77,21 @@ def test_load_variables_refuses_weights_that_changed_on_disk(tmp_path):
                      match=f'^{tmp_path}/weights: (checksum mismatch in '
                      'params/dense/kernel|unreadable)'):
     checkpoint.load_variables(str(tmp_path / 'weights'))
+
+
+@pytest.mark.parametrize('damage', [
+    lambda f: f.write_bytes(f.read_bytes()[:100]), lambda f: f.unlink()],
+    ids=['truncated', 'missing'])
+def test_unreadable_weights_are_refused_saying_why_in_words(tmp_path, damage):
+  variables = {'params': {'dense': {'kernel': np.arange(
+      4096, dtype=np.float32).reshape(64, 64)}}, 'batch_stats': {}}
+  convert.save(str(tmp_path / 'weights'), variables, {'model': 'lenet5'})
+  data = max(glob.glob(f'{tmp_path}/weights/state/ocdbt.process_0/d/*'),
+             key=os.path.getsize)
+  damage(pathlib.Path(data))
+  with pytest.raises(checkpoint.CorruptCheckpointError) as error:
+    checkpoint.load_variables(str(tmp_path / 'weights'))
+  assert str(error.value) == (
+      f'{tmp_path}/weights: unreadable, a data file is missing, truncated or '
+      'damaged (array params.dense.kernel)')
+  assert 'TensorStore' not in str(error.value)

@@ -161,6 +161,11 @@ def test_bad_inputs_are_refused_naming_the_file_and_shapes(
       'raw.npy': (np.zeros((32, 32, 1), np.uint8), 'holds uint8 values'),
       'empty.npy': (np.zeros((0, 32, 32, 1), np.float32),
                     'holds no images (shape (0, 32, 32, 1)).'),
+      'nan.npy': (np.full((2, 32, 32, 1), np.nan, np.float32),
+                  'holds 2048 non-finite values (NaN or infinity)'),
+      'inf.npy': (np.where(np.arange(1024).reshape(32, 32, 1) < 32, np.inf,
+                           0).astype(np.float32),
+                  'holds 32 non-finite values'),
   }
   for name, (array, expected) in cases.items():
     np.save(tmp_path / name, array)

@@ -2,6 +2,7 @@
 checkpoints, divergence."""
 
 import glob
+import json
 import logging
 import os
 import shutil
@@ -128,13 +129,17 @@ def test_sigkill_then_rerun_ends_bitwise_like_an_uninterrupted_run(
   _assert_same_run(uninterrupted, str(tmp_path))
 
 
-def test_sigterm_saves_the_current_step_and_rerun_ends_bitwise(
-    data_dir, tmp_path, uninterrupted):
+@pytest.mark.parametrize('sig,exit_code,says', [
+    (signal.SIGTERM, 143, 'Preempted'), (signal.SIGINT, 130, 'Interrupted')],
+    ids=['SIGTERM', 'SIGINT'])
+def test_sigterm_or_ctrl_c_saves_the_current_step_and_rerun_ends_bitwise(
+    data_dir, tmp_path, uninterrupted, sig, exit_code, says):
   args = _flags(data_dir, tmp_path, RUN)
-  code, stderr = _start_and_signal(signal.SIGTERM, tmp_path, args)
-  assert code == train.PREEMPTED_EXIT_CODE, stderr[-3000:]
+  code, stderr = _start_and_signal(sig, tmp_path, args)
+  assert code == exit_code, stderr[-3000:]
+  assert 'Traceback' not in stderr
   step = _steps(tmp_path)[-1]
-  assert f'Preempted at step {step}: checkpoint saved, exiting' in stderr
+  assert f'{says} at step {step}: checkpoint saved, exiting' in stderr
   assert 0 < step < 300
   code, stderr = _run(*args)
   assert code == 0, stderr[-3000:]
@@ -245,3 +250,86 @@ def test_skip_leaves_the_weights_of_nonfinite_steps_unchanged(
   for x, y in zip(_params(f'{workdir}/checkpoints/8'), _params(workdir),
                   strict=True):
     np.testing.assert_array_equal(x, y)
+
+
+def _snapshot(directory):
+  """Every file under `directory` (relative path -> bytes)."""
+  files = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        files[os.path.relpath(path, directory)] = f.read()
+  return files
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused_leaving_the_first_be(
+    data_dir, tmp_path):
+  # Long enough to be running still when the second has started.
+  args = _flags(data_dir, tmp_path, dict(RUN, num_steps=100_000))
+  first = _start(*args)
+  try:
+    deadline = time.monotonic() + 120
+    while not _steps(tmp_path) and time.monotonic() < deadline:
+      assert first.poll() is None, first.communicate()[1][-3000:]
+      time.sleep(0.05)
+    code, stderr = _run(*args)
+    assert first.poll() is None, 'the first run stopped'
+    first.send_signal(signal.SIGTERM)
+    _, first_stderr = first.communicate(timeout=120)
+  finally:
+    first.kill()
+  assert code == 1
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1, stderr
+  assert lines[0].startswith(f'FATAL {tmp_path} is in use by another run '
+                             f'(pid {first.pid} on ')
+  # The first saved its step as usual and released the workdir.
+  assert first.returncode == 143, first_stderr[-3000:]
+  step = _steps(tmp_path)[-1]
+  assert f'Preempted at step {step}: checkpoint saved' in first_stderr
+  assert not os.path.exists(tmp_path / 'lock')
+
+
+def test_rerunning_a_finished_run_changes_nothing(
+    data_dir, tmp_path, uninterrupted, caplog):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted, workdir)
+  before = _snapshot(workdir)
+  with caplog.at_level(logging.INFO):
+    final = trainer.train_and_evaluate(_config(data_dir, **RUN), workdir)
+  assert _snapshot(workdir) == before
+  assert (f'The run in {workdir} is complete (step 300 of 300): its final '
+          f'evaluation is the last line of {workdir}/metrics.jsonl') in (
+              caplog.text)
+  last = metrics.read_metrics(workdir)[-1]
+  assert final == {k: v for k, v in last.items() if k != 'step'}
+
+
+def test_a_start_that_fails_before_training_writes_nothing(
+    data_dir, tmp_path, digits_config):
+  workdir = str(tmp_path / 'run')
+  missing = _config(str(tmp_path / 'no_data'), dataset='mnist', num_steps=2)
+  with pytest.raises(Exception, match='mnist'):
+    trainer.train_and_evaluate(missing, workdir)
+  assert not os.path.exists(workdir)
+  # The corrected command is a new run, not "another config".
+  digits_config.num_steps = 2
+  assert 'eval/accuracy' in trainer.train_and_evaluate(digits_config, workdir)
+
+
+def test_a_torn_last_metrics_line_is_repaired_on_resume(
+    data_dir, tmp_path, uninterrupted):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted, workdir)
+  shutil.rmtree(f'{workdir}/checkpoints/300')  # Died before saving it...
+  path = os.path.join(workdir, metrics.METRICS_FILE)
+  with open(path) as f:
+    lines = f.readlines()
+  kept = [line for line in lines if json.loads(line)['step'] <= 250]
+  torn = lines[len(kept)][:len(lines[len(kept)]) // 2]
+  with open(path, 'w') as f:
+    f.writelines(kept + [torn])  # ...and while writing a later line.
+  trainer.train_and_evaluate(_config(data_dir, **RUN), workdir)
+  _assert_same_run(uninterrupted, workdir)
+

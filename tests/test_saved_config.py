@@ -6,7 +6,7 @@ import json
 import pytest
 
 from jaxcnn import saved_config
-from jaxcnn import trainer
+from jaxcnn import workdir
 
 _ADDED = {'data_shards': -1, 'model_kwargs.depthwise': 'auto'}
 
@@ -67,5 +67,5 @@ def test_recipes_saved_before_their_added_fields_resume(recipe, tmp_path):
   del old['data_shards']
   path = _saved(tmp_path, old)
   assert saved_config.differences(path, current,
-                                  added=trainer.ADDED_FIELDS) == ''
+                                  added=workdir.ADDED_FIELDS) == ''
   assert 'data_shards: None -> -1' in saved_config.differences(path, current)

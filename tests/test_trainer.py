@@ -1,5 +1,6 @@
 """End to end: train, resume bitwise, initialise from a checkpoint."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,11 +12,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import efficientnet_b0
+from configs import quickstart
 from jaxcnn import checkpoint
 from jaxcnn import metrics
 from jaxcnn import models
 from jaxcnn import state as state_lib
 from jaxcnn import trainer
+from jaxcnn import workdir as workdir_lib
 
 
 def _leaves(tree):
@@ -133,7 +136,7 @@ def test_workdir_of_another_run_is_refused(digits_config, tmp_path):
   trainer.train_and_evaluate(digits_config, workdir)
   before = open(os.path.join(workdir, 'config.json')).read()
   digits_config.learning_rate = 0.5
-  with pytest.raises(trainer.ConfigMismatchError,
+  with pytest.raises(workdir_lib.ConfigMismatchError,
                      match=r'learning_rate: 0.1 -> 0.5(.|\n)*new --workdir'):
     trainer.train_and_evaluate(digits_config, workdir)
   assert open(os.path.join(workdir, 'config.json')).read() == before
@@ -167,6 +170,40 @@ def test_workdir_saved_before_a_field_existed_resumes(digits_config,
   del saved['data_shards']  # As written before the field existed.
   with open(path, 'w') as f:
     json.dump(saved, f)
-  # Resumes (the run is already finished) instead of refusing the workdir.
+  # Accepted (the run is already finished, so left as it is) instead of
+  # refused.
   assert trainer.train_and_evaluate(digits_config, workdir) == first
-  assert json.load(open(path)) == {**saved, 'data_shards': -1}
+  assert json.load(open(path)) == saved
+
+
+FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures',
+                       'workdir_before_task_seam')
+
+
+def _parameters_sha256(workdir: str) -> str:
+  variables, _ = checkpoint.load_variables(workdir)
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+def test_a_workdir_from_before_the_task_seam_resumes_bitwise(data_dir,
+                                                             tmp_path):
+  """The fixture is a quickstart run of 10 steps that the version before
+  tasks (commit 4a51087's trainer) wrote and that stopped after its
+  checkpoint at step 5; beside it, the metrics.jsonl of that version's
+  uninterrupted run, whose final parameters hashed as below."""
+  workdir = str(tmp_path / 'old')
+  shutil.copytree(FIXTURE, workdir)
+  config = quickstart.get_config()
+  config.update(dict(data_dir=data_dir, num_steps=10, log_every_steps=5,
+                     checkpoint_every_steps=5, eval_every_steps=10,
+                     progress_bar=False))
+  trainer.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, metrics.METRICS_FILE)) as f, open(
+      f'{FIXTURE}.expected_metrics.jsonl') as g:
+    assert f.read() == g.read()
+  assert _parameters_sha256(workdir) == (
+      'aaf430d292daa2ef4a30f913d7600d2f1cfeda983bdeb316fee328e89b8d5006')

@@ -22,9 +22,7 @@ import tensorflow_datasets as tfds
 
 from jaxcnn.data import datasets
 from jaxcnn.data import preprocess
-
-TRAIN_CROPS = ('random_resized', 'pad_and_crop', 'resize')
-AUGMENTS = ('none', 'randaugment', 'autoaugment')
+from jaxcnn.data.catalog import AUGMENTS, TRAIN_CROPS
 Batch = dict[str, np.ndarray]
 
 

@@ -7,13 +7,13 @@ in the stream: restarting at step N reproduces them exactly.
 
 import tensorflow as tf
 
-_INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area')
+from jaxcnn.data.catalog import INTERPOLATIONS
 
 
 def check_interpolation(method: str) -> None:
-  if method not in _INTERPOLATIONS:
+  if method not in INTERPOLATIONS:
     raise ValueError(f'Unknown interpolation {method!r}; use one of '
-                     f'{", ".join(_INTERPOLATIONS)}.')
+                     f'{", ".join(INTERPOLATIONS)}.')
 
 
 def _decode_window(encoded: tf.Tensor, window: tf.Tensor,

@@ -1,0 +1,63 @@
+"""What a config can name in jaxcnn.data, importable without TensorFlow.
+
+The datasets train.py knows and the choices of the input pipeline, so that a
+config is checked (`jaxcnn.config_check`) before TensorFlow is loaded.
+"""
+
+import dataclasses
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+TRAIN_CROPS = ('random_resized', 'pad_and_crop', 'resize')
+AUGMENTS = ('none', 'randaugment', 'autoaugment')
+INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area')
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What the input pipeline needs to know about a dataset."""
+  tfds_name: str
+  train_split: str
+  eval_split: str
+  num_classes: int
+  mean: tuple[float, ...]  # Per channel, on the 0-255 scale.
+  std: tuple[float, ...]
+  prepare_hint: str = ''
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    'imagenet2012': DatasetSpec(
+        'imagenet2012', 'train', 'validation', 1000, IMAGENET_MEAN,
+        IMAGENET_STD,
+        prepare_hint=(
+            'ImageNet cannot be downloaded automatically: download '
+            'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
+            'image-net.org into DIR/downloads/manual/, run `tfds build '
+            'imagenet2012 --data_dir=DIR`, then pass --config.data_dir=DIR.')),
+    'imagenette': DatasetSpec(
+        'imagenette', 'train', 'validation', 10, IMAGENET_MEAN,
+        IMAGENET_STD),
+    'cifar10': DatasetSpec(
+        'cifar10', 'train', 'test', 10, (125.3, 123.0, 113.9),
+        (63.0, 62.1, 66.7)),
+    'cifar100': DatasetSpec(
+        'cifar100', 'train', 'test', 100, (129.3, 124.1, 112.4),
+        (68.2, 65.4, 70.4)),
+    'mnist': DatasetSpec('mnist', 'train', 'test', 10, (33.3,), (78.6,)),
+    'fashion_mnist': DatasetSpec(
+        'fashion_mnist', 'train', 'test', 10, (72.9,), (90.0,)),
+    'digits': DatasetSpec(
+        'digits', 'train', 'test', 10, (78.0,), (106.0,),
+        prepare_hint='It is prepared automatically from scikit-learn.'),
+}
+
+# Datasets whose builder generates its data offline; prepared on first use.
+EMBEDDED = frozenset({'digits'})
+
+
+def get_spec(name: str) -> DatasetSpec:
+  if name not in DATASETS:
+    raise ValueError(f'Unknown dataset {name!r}. Known datasets: '
+                     f'{", ".join(sorted(DATASETS))}.')
+  return DATASETS[name]
