@@ -16,7 +16,8 @@ Each run trains in WORKDIR/<name>, named after its overrides and seed
 a DONE file once train.py exits 0. A rerun of the sweep skips those runs and
 relaunches the others, which resume from their latest checkpoint.
 summary.csv and summary.md hold the last eval record of every run and, per
-setting, the mean and sample standard deviation (ddof=1) over seeds.
+setting, the mean and sample standard deviation (ddof=1) over seeds;
+comparison.png the train and eval curves of every run (jaxcnn/plot.py).
 """
 
 import csv
@@ -38,6 +39,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from jaxcnn import metrics as metrics_lib
+from jaxcnn import plot
 from jaxcnn import saved_config
 
 SWEEP_FILE = 'sweep.json'
@@ -45,6 +47,7 @@ DONE_FILE = 'DONE'
 LOG_FILE = 'train.log'
 SUMMARY_CSV = 'summary.csv'
 SUMMARY_MD = 'summary.md'
+COMPARISON_PNG = 'comparison.png'
 FIELDS = ('base', 'seeds', 'grid', 'runs', 'overrides')
 
 
@@ -420,12 +423,16 @@ def write_markdown(path: str, sweep: Sweep,
            *(f'{r.metrics[k]:.4f}' if k in r.metrics else '-'
              for k in metrics)] for r in results]
   lines += _table(['run', 'status', *metrics], rows)
+  lines += ['', f'![Train and eval curves of every run]({COMPARISON_PNG})']
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
 
 
 def write_summary(workdir: str, sweep: Sweep,
                   results: Sequence[RunResult]) -> None:
-  """WORKDIR/summary.csv and WORKDIR/summary.md."""
+  """WORKDIR/summary.csv, WORKDIR/summary.md and WORKDIR/comparison.png."""
   write_csv(os.path.join(workdir, SUMMARY_CSV), results)
   write_markdown(os.path.join(workdir, SUMMARY_MD), sweep, results)
+  plot.write({r.run.name: metrics_lib.read_metrics(
+      os.path.join(workdir, r.run.name)) for r in results},
+             os.path.join(workdir, COMPARISON_PNG))

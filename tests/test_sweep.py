@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from jaxcnn import metrics
@@ -192,6 +193,9 @@ def test_summary_has_last_eval_per_run_and_mean_std_per_setting(tmp_path):
   assert '| 0.05 | 3/4 | 0.7000 ± 0.2000 | 1.0000 ± 0.0000 |' in md
   assert '| 0.1 | 1/4 | 0.8000 | 1.0000 |' in md
   assert '| learning_rate=0.05,seed=3 | failed (exit 1) | - | - |' in md
+  assert md[-1] == '![Train and eval curves of every run](comparison.png)'
+  with Image.open(tmp_path / 'comparison.png') as image:
+    assert image.format == 'PNG'
 
 
 def _last_eval(run_dir):
@@ -223,8 +227,8 @@ def test_rerunning_a_sweep_retries_failed_and_interrupted_runs_only(
   assert first.stderr.strip().splitlines()[-1] == (
       f'FATAL 1 of 4 runs failed: {names[0]} (exit 1). See {workdir}/'
       'summary.md; rerun the same command to retry them.')
-  assert (f'FAILED {names[0]}: exit 1: {failing} holds a run with a different '
-          'config' in first.stderr)
+  assert (f'FAILED {names[0]}: exit 1: FATAL {failing} holds a run with a '
+          'different config' in first.stderr)
   assert f'(log: {failing}/train.log)' in first.stderr
   assert sorted(p.name for p in workdir.iterdir() if p.is_dir()) == names
   rows = _read_csv(workdir / 'summary.csv')

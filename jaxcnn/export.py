@@ -1,0 +1,139 @@
+"""A model's inference function serialised with `jax.export`.
+
+python -m jaxcnn.export --checkpoint=PATH --out=FILE [--use_ema]
+  [--image_size=N] [--platforms=cpu,cuda,tpu] [--overwrite]
+
+FILE holds preprocessed float32 images `[batch, H, W, C]` -> float32 logits
+`[batch, classes]` in eval mode, the weights inside, for any batch size (the
+batch dimension is symbolic); FILE.json says what it takes (model, input
+shape, preprocessing, class names). Reloading needs only JAX, neither jaxcnn
+nor TensorFlow:
+
+  exported = jax.export.deserialize(bytearray(open(FILE, 'rb').read()))
+  logits = exported.call(images)
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+INFO_SUFFIX = '.json'
+
+
+def export(model: nn.Module, variables: Any, image_shape: Sequence[int],
+           platforms: Sequence[str] | None = None) -> jax.export.Exported:
+  """`images [batch, *image_shape] -> logits` of `model` with `variables`
+  (embedded as constants), for `platforms` (default: this one)."""
+  variables = jax.tree.map(jnp.asarray, variables)
+
+  def logits(images: jax.Array) -> jax.Array:
+    return model.apply(variables, images, train=False).astype(jnp.float32)
+
+  batch, = jax.export.symbolic_shape('batch')
+  images = jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32)
+  return jax.export.export(jax.jit(logits), platforms=platforms)(images)
+
+
+def save(exported: jax.export.Exported, path: str,
+         info: dict[str, Any]) -> None:
+  """Writes the serialised `exported` to `path` and `info` to path.json."""
+  with open(path, 'wb') as f:
+    f.write(exported.serialize())
+  with open(path + INFO_SUFFIX, 'w') as f:
+    json.dump(info, f, indent=2)
+    f.write('\n')
+
+
+def load(path: str) -> jax.export.Exported:
+  """The function `save` wrote; call it with `.call(images)`."""
+  with open(path, 'rb') as f:
+    return jax.export.deserialize(bytearray(f.read()))
+
+
+def export_checkpoint(checkpoint_path: str, out: str, *,
+                      use_ema: bool = False, image_size: int | None = None,
+                      platforms: Sequence[str] | None = None,
+                      overwrite: bool = False) -> jax.export.Exported:
+  """Exports the model of a training workdir or checkpoint, or of a
+  `jaxcnn.convert` output, to `out` (and out.json).
+
+  The image size is the checkpoint's preprocessing's unless `image_size`.
+  Raises ValueError or OSError (one line) on a bad checkpoint, a missing
+  image size, or an existing `out` without `overwrite`.
+  """
+  for path in (out, out + INFO_SUFFIX):
+    if not overwrite and os.path.exists(path):
+      raise FileExistsError(f'{path} exists; pass --overwrite to replace it.')
+  from jaxcnn import predict  # pylint: disable=import-outside-toplevel
+  predictor = predict.load(checkpoint_path, use_ema)
+  prep = predictor.preprocessing
+  size = image_size or (prep and prep.image_size)
+  if not size:
+    raise ValueError(f'{checkpoint_path} records no image size; pass '
+                     '--image_size.')
+  image_shape = (size, size, predictor.model.in_channels)
+  try:
+    exported = export(predictor.model, predictor.variables, image_shape,
+                      platforms)
+  except ValueError as e:  # The model's own message: the sizes it takes.
+    raise ValueError(f'{predictor.name} at {size}x{size}: '
+                     f'{str(e).splitlines()[0]}') from None
+  save(exported, out, {
+      'model': predictor.name,
+      'checkpoint': os.path.abspath(checkpoint_path),
+      'use_ema': use_ema,
+      'input_shape': [None, *image_shape],
+      'input': 'preprocessed float32 images, NHWC',
+      'output': 'float32 logits [batch, classes]',
+      'num_classes': predictor.model.num_classes,
+      'class_names': predictor.class_names,
+      'preprocessing': prep and dataclasses.asdict(prep),
+      'platforms': list(exported.platforms),
+  })
+  return exported
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.ERROR)  # Orbax warns about optional files.
+  try:
+    exported = export_checkpoint(
+        FLAGS.checkpoint, FLAGS.out, use_ema=FLAGS.use_ema,
+        image_size=FLAGS.image_size, platforms=FLAGS.platforms,
+        overwrite=FLAGS.overwrite)
+  except (ValueError, OSError) as e:
+    raise SystemExit(f'FATAL {e}') from None
+  print(f'Wrote {FLAGS.out} ({", ".join(exported.platforms)}; input '
+        f'{exported.in_avals[0].str_short()}) and {FLAGS.out}{INFO_SUFFIX}.')
+
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program."""
+  flags.DEFINE_string('checkpoint', None,
+                      'Training workdir or checkpoint, or jaxcnn.convert '
+                      'output.')
+  flags.DEFINE_string('out', None, 'The file to write (and FILE.json).')
+  flags.DEFINE_bool('use_ema', False, 'Export the EMA weights.')
+  flags.DEFINE_integer('image_size', None, 'Input height and width (default: '
+                       "the checkpoint's).", lower_bound=1)
+  flags.DEFINE_list('platforms', None, 'Platforms to lower for, e.g. '
+                    'cpu,cuda,tpu (default: this one).')
+  flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
+  flags.mark_flags_as_required(['checkpoint', 'out'])
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
