@@ -139,13 +139,19 @@ def main(argv):
   from jaxcnn import config_check
   from jaxcnn import workdir as workdir_lib
   problems = _flag_problems(argv)
+  # The processes of one multi-process run share a workdir whose lock
+  # process 0 takes; JAX tells which process this is only once it starts.
+  single = not (FLAGS.num_processes > 1 or FLAGS.distributed or
+                FLAGS.coordinator_address or
+                os.environ.get('JAX_COORDINATOR_ADDRESS'))
   try:  # Writable, not another run's, not in use by a live one.
     workdir_lib.check(FLAGS.workdir,
-                      json.loads(FLAGS.config.to_json_best_effort()))
+                      json.loads(FLAGS.config.to_json_best_effort()),
+                      lock=single)
   except ValueError as e:
     problems.append(_one_line(e).rstrip('.'))
   # Before TensorFlow is imported: a bad value costs a second, not ten.
-  problems += config_check.problems(FLAGS.config)
+  problems += config_check.problems(FLAGS.config, workdir=FLAGS.workdir)
   if problems:
     sys.exit(f'FATAL {"; ".join(problems)}')
   if FLAGS.config.deterministic:
@@ -158,7 +164,8 @@ def main(argv):
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id, FLAGS.distributed_timeout,
                            auto=FLAGS.distributed)
-    config_check.check(FLAGS.config, jax.device_count(), jax.process_count())
+    config_check.check(FLAGS.config, jax.device_count(), jax.process_count(),
+                       FLAGS.workdir)
   from jaxcnn import trainer
   from jaxcnn.data import datasets
   import tensorflow as tf

@@ -2,7 +2,7 @@
 
   python -m benchmarks.input_throughput --recipe=resnet50
 
-Runs the real `jaxcnn.data.pipeline` train stream (JPEG decode of a random
+Runs the real `jaxcnn.data.classification` train stream (JPEG decode of a random
 crop window, resize, flip, the recipe's RandAugment/AutoAugment, normalise,
 batch) over generated JPEGs of ImageNet's typical sizes, served through
 `tfds.testing.mock_data` as the imagenet2012 train split. Measures images/s
@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from benchmarks import report as report_lib
-from jaxcnn.data import pipeline
+from jaxcnn.data import classification
 
 FLAGS = flags.FLAGS
 
@@ -97,7 +97,7 @@ def measure(config: ml_collections.ConfigDict, jpegs: list[bytes],
   config.shuffle_buffer = len(jpegs)
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
                               as_dataset_fn=as_dataset):
-    data = pipeline.create(config, model_channels=3)
+    data = classification.create(config, model_channels=3)
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1

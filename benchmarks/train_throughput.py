@@ -38,15 +38,14 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from benchmarks import report as report_lib
-from jaxcnn import models
 from jaxcnn import optim
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
+from jaxcnn import tasks
 from jaxcnn.models import layers
 
 DTYPES = ('float32', 'bfloat16')
@@ -241,8 +240,13 @@ class TrainStep(NamedTuple):
 
 def build_train_step(config: ml_collections.ConfigDict, batch: int,
                      num_classes: int = 1000) -> TrainStep:
-  """The real train step of `config` on synthetic data already on device."""
-  model = models.from_config(config, num_classes=num_classes)
+  """The run's own train step (`step.make_train_step`: its task's loss,
+  freezing and non-finite handling included) of `config` on synthetic data
+  already on device."""
+  config = config.copy_and_resolve_references()
+  config.num_classes = num_classes
+  task = tasks.create(config)
+  model = task.model({})
   shape = (config.image_size, config.image_size, model.in_channels)
   mesh = sharding.create_mesh()
   # The peer's constant peak rate: the recipe's warm-up from 0 would leave a
@@ -255,22 +259,12 @@ def build_train_step(config: ml_collections.ConfigDict, batch: int,
   state = state_lib.create(model, tx, variables, config.ema_decay > 0)
   state_sharding = sharding.state_shardings(mesh, state)
   state = jax.device_put(state, state_sharding)
-  rng = np.random.RandomState(0)
   data = sharding.global_batch(
-      {'image': rng.normal(size=(batch, *shape)).astype(np.float32),
-       'label': rng.randint(0, num_classes, size=batch).astype(np.int32)},
+      task.dummy_batch(model, batch, config.image_size),
       sharding.batch_sharding(mesh))
-  l2 = config.weight_decay if config.weight_decay_mode == 'l2' else 0.0
-  step_fn = functools.partial(
-      step_lib.train_step, rng=jax.random.PRNGKey(1), learning_rate_fn=schedule,
-      label_smoothing=config.label_smoothing, l2_weight=l2,
-      ema_decay=config.ema_decay)
-  jitted = jax.jit(
-      step_fn,
-      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)),
-      donate_argnums=0)
-  return TrainStep(jitted, step_fn, state, data)
+  jitted = step_lib.make_train_step(config, task, model, schedule, mesh,
+                                    state_sharding, total_steps=0)
+  return TrainStep(jitted, jitted.__wrapped__, state, data)
 
 
 def median_step(compiled: Any, state: Any, data: dict[str, jax.Array],

@@ -11,6 +11,9 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
+  # What is learnt: 'classification' (jaxcnn/tasks/).
+  config.task = 'classification'
+
   # Model.
   config.model = 'resnet50'
   config.num_classes = -1  # -1: the dataset's class count.
@@ -30,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = 'none'  # Or 'randaugment', 'autoaugment'.
   config.randaugment_num_layers = 2
   config.randaugment_magnitude = 10.0
+  config.cutout_size = 0  # Side of the square zeroed in train images; 0: off.
   config.shuffle_buffer = 16_384
   # The train split is read as this many disjoint, separately shuffled shards
   # that fill equal parts of every batch, each process reading an equal share
@@ -67,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 1e-4  # Never on BatchNorm parameters or biases.
   config.weight_decay_mode = 'l2'  # In the loss; or 'decoupled'.
   config.label_smoothing = 0.1
+  # Weight of the auxiliary head's loss, for models that have one (NASNet's
+  # aux_head=True).
+  config.aux_loss_weight = 0.4
   config.grad_clip_norm = 0.0  # 0: no clipping.
   config.ema_decay = 0.0  # 0: no EMA; else EMA weights are also evaluated.
   # Regex on parameter paths ('layer1_0/bn1/scale') to keep fixed, their

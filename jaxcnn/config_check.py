@@ -147,6 +147,7 @@ def _epoch_boundaries(value: Any) -> str | None:
 # Every field of configs/base.py and the rule for its own value; rules that
 # relate fields are in `_related_problems`.
 FIELD_RULES: dict[str, Rule] = {
+    'task': lambda value: _one_of(_tasks().names())(value),
     'model': _model_name,
     'num_classes': _integer(1, unset="the dataset's class count"),
     'half_precision': _boolean,
@@ -163,6 +164,7 @@ FIELD_RULES: dict[str, Rule] = {
     'augment': _one_of(catalog.AUGMENTS),
     'randaugment_num_layers': _integer(0),
     'randaugment_magnitude': _number(0),
+    'cutout_size': _integer(0),
     'shuffle_buffer': _integer(1),
     'data_shards': _integer(1, unset='one per process'),
     'batch_size': _integer(1),
@@ -196,15 +198,22 @@ FIELD_RULES: dict[str, Rule] = {
     'weight_decay_mode': lambda value: _one_of(
         _optim().WEIGHT_DECAY_MODES)(value),
     'label_smoothing': _fraction_below_one,
+    'aux_loss_weight': _number(0),
     'grad_clip_norm': _number(0),
     'ema_decay': _fraction_below_one,
     'freeze': _regex,
     'seed': _integer(0, SEED_LIMIT),
-    'init_from': _optional_path(must_exist=True),
+    # Must exist unless the run resumes (see `problems`).
+    'init_from': _optional_path(must_exist=False),
     'progress_bar': _boolean,
     'deterministic': _boolean,
     'on_nonfinite': _one_of(ON_NONFINITE),
 }
+
+
+def _tasks():
+  from jaxcnn import tasks  # JAX: imported only when checking.
+  return tasks
 
 
 def _optim():
@@ -285,13 +294,22 @@ def _parallel_problems(config: Any, valid: set[str], device_count: int,
   return problems
 
 
+def _has_checkpoints(workdir: str | None) -> bool:
+  directory = os.path.join(workdir, 'checkpoints') if workdir else ''
+  return bool(directory) and os.path.isdir(directory) and any(
+      name.isdigit() for name in os.listdir(directory))
+
+
 def problems(config: Any, device_count: int | None = None,
-             process_count: int | None = None) -> list[str]:
+             process_count: int | None = None,
+             workdir: str | None = None) -> list[str]:
   """Every problem of the train `config` (a ConfigDict or mapping), each
   naming its field; [] for a good one.
 
   With `device_count` and `process_count` (the global counts of the run),
-  also checks that the batches and data shards divide among them.
+  also checks that the batches and data shards divide among them. The
+  weights of `init_from` must exist unless `workdir` holds checkpoints to
+  resume from (which record what the run needs of them).
   """
   found = []
   valid = set()
@@ -309,6 +327,10 @@ def problems(config: Any, device_count: int | None = None,
       close = difflib.get_close_matches(field, FIELD_RULES, n=1)
       found.append(f'--config.{field}: unknown field' +
                    (f' (did you mean {close[0]}?)' if close else ''))
+  init_from = config.get('init_from') if 'init_from' in valid else None
+  if (init_from and '://' not in init_from and not os.path.exists(init_from)
+      and not _has_checkpoints(workdir)):
+    found.append(_problem(config, 'init_from', 'does not exist'))
   found += _related_problems(config, valid)
   if device_count is not None and process_count is not None:
     found += _parallel_problems(config, valid, device_count, process_count)
@@ -316,9 +338,10 @@ def problems(config: Any, device_count: int | None = None,
 
 
 def check(config: Any, device_count: int | None = None,
-          process_count: int | None = None) -> None:
+          process_count: int | None = None,
+          workdir: str | None = None) -> None:
   """Raises ConfigError listing every problem `problems` finds."""
-  found = problems(config, device_count, process_count)
+  found = problems(config, device_count, process_count, workdir)
   if found:
     raise ConfigError(found)
 

@@ -1,7 +1,9 @@
-"""Converts torchvision / timm weights into jaxcnn variables and checkpoints.
+"""Converts torchvision / timm / Keras weights into jaxcnn variables and
+checkpoints.
 
-Library: `from_torch(name, state_dict)` returns the jaxcnn module configured
-like the reference (padding, BatchNorm settings) and its variables.
+Library: `from_torch(name, state_dict)` and `from_keras(name, path)` return
+the jaxcnn module configured like the reference (padding, BatchNorm settings)
+and its variables.
 
 CLI, writing a checkpoint that `train.py --config.init_from=DIR` accepts:
 
@@ -12,7 +14,11 @@ Sources: 'torchvision'; 'timm' (timm's `tf_efficientnet_b*` ports of the TF
 weights: TF SAME padding, BatchNorm eps 1e-3; and timm's `resnet*`, whose keys
 are torchvision's); 'timm_torch' (timm's own torch-trained `efficientnet_b*`:
 symmetric padding, torch BatchNorm). The timm sources share key names, so
-timm EfficientNet keys are taken as 'timm' unless told otherwise.
+timm EfficientNet keys are taken as 'timm' unless told otherwise. timm's
+`nasnetalarge` is 'timm' for nasnet_large. 'keras': Keras' NASNetMobile /
+NASNetLarge HDF5 weights (legacy `.h5` or Keras 3 `.weights.h5`, read with
+h5py alone, jaxcnn.keras_import); `--source=auto` takes `.h5` files as Keras.
+Keras' top is a softmax; jaxcnn returns the logits.
 """
 
 import math
@@ -32,11 +38,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxcnn import checkpoint
+from jaxcnn import config_check
+from jaxcnn import keras_import
 from jaxcnn import models
 from jaxcnn.models import efficientnet
 from jaxcnn.models import layers
+from jaxcnn.models import nasnet
 
-SOURCES = ('torchvision', 'timm', 'timm_torch')
+SOURCES = ('torchvision', 'timm', 'timm_torch', 'keras')
 FLAGS = flags.FLAGS
 
 # Problems the CLI's one-line error lists.
@@ -117,6 +126,43 @@ _EFFICIENTNET_RULES: dict[str, tuple[Rule, ...]] = {
 }
 _EFFICIENTNET_RULES['timm'] = _EFFICIENTNET_RULES['timm_torch']
 
+# timm nasnetalarge: cells by name, their parts, separable branch parts.
+_TIMM_NASNET_CELLS = {'cell_stem_': 'stem_', 'cell_': 'cell_',
+                      'reduction_cell_': 'reduction_'}
+_TIMM_NASNET_PARTS = {
+    'conv_1x1.conv': 'base/conv', 'conv_1x1.bn': 'base/bn',
+    'conv_prev_1x1.conv': 'prev/conv', 'conv_prev_1x1.bn': 'prev/bn',
+    'path_1.conv': 'prev/path1_conv', 'path_2.conv': 'prev/path2_conv',
+    'final_path_bn': 'prev/bn'}
+_TIMM_NASNET_BRANCH = {
+    part: f'{name}_{i}' for i in (1, 2)
+    for part, name in ((f'separable_{i}.depthwise_conv2d', 'depthwise'),
+                       (f'separable_{i}.pointwise_conv2d', 'pointwise'),
+                       (f'bn_sep_{i}', 'bn'))}
+
+
+def _timm_nasnet_cell(match: re.Match) -> str | None:
+  cell = _TIMM_NASNET_CELLS[match[1]] + match[2]
+  if match[3] in _TIMM_NASNET_PARTS:
+    return f'{cell}/{_TIMM_NASNET_PARTS[match[3]]}'
+  branch = re.fullmatch(r'comb_iter_(\d)_(left|right)\.(.+)', match[3])
+  part = branch and _TIMM_NASNET_BRANCH.get(branch[3])
+  if not part:
+    return None
+  side = {'left': 'a', 'right': 'b'}[branch[2]]
+  return f'{cell}/block{branch[1]}_{side}/{part}'
+
+
+_NASNET_RULES: dict[str, tuple[Rule, ...]] = {
+    'timm': (
+        (r'conv0\.conv', 'stem_conv'),
+        (r'conv0\.bn', 'stem_bn'),
+        (r'(cell_stem_|cell_|reduction_cell_)(\d+)\.(.+)', _timm_nasnet_cell),
+        (r'last_linear', 'head'),
+    ),
+    'keras': (),  # Keras weights come through from_keras, by layer name.
+}
+
 _TORCH_BN = {'bn_momentum': layers.TORCH_BN_MOMENTUM,
              'bn_epsilon': layers.TORCH_BN_EPSILON}
 # torchvision builds B5-B7 with TF BatchNorm settings, B0-B4 with torch's.
@@ -128,6 +174,11 @@ def _efficientnet_overrides(name: str, source: str) -> dict[str, Any]:
     return {}
   bn = {} if source == 'torchvision' and name in _TV_TF_BN else _TORCH_BN
   return {'padding': 'symmetric', **bn}
+
+
+def _nasnet_overrides(name: str, source: str) -> dict[str, Any]:
+  del name  # Every NASNet takes the reference's border behaviour.
+  return {'padding': source}
 
 
 class _Family(NamedTuple):
@@ -143,6 +194,7 @@ _FAMILIES = {
                        chw_inputs={'classifier_1': (256, 6, 6)}),
     'squeezenet': _Family({'torchvision': _SQUEEZENET_RULES}),
     'efficientnet': _Family(_EFFICIENTNET_RULES, _efficientnet_overrides),
+    'nasnet': _Family(_NASNET_RULES, _nasnet_overrides),
 }
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -169,8 +221,16 @@ _PREPROCESSING = {
         efficientnet.IMAGE_SIZES[f'efficientnet_b{i}'],
         math.floor(efficientnet.IMAGE_SIZES[f'efficientnet_b{i}'] / pct),
         'bicubic') for i, pct in enumerate(_TF_CROP_PCT)},
+    # timm's nasnetalarge crop_pct 0.911; Keras (slim): central crop 0.875.
+    ('timm', 'nasnet_large'): (331, math.floor(331 / 0.911), 'bicubic'),
+    **{('keras', name): (nasnet.IMAGE_SIZES[name],
+                         round(nasnet.IMAGE_SIZES[name] / 0.875), 'bilinear')
+       for name in ('nasnet_mobile', 'nasnet_large')},
 }
-_MEAN_STD = {('timm_torch', 'efficientnet_b1'): ((0.5,) * 3, (0.5,) * 3)}
+_MEAN_STD = {('timm_torch', 'efficientnet_b1'): ((0.5,) * 3, (0.5,) * 3),
+             **{key: ((0.5,) * 3, (0.5,) * 3)
+                for key in (('timm', 'nasnet_large'), ('keras', 'nasnet_mobile'),
+                            ('keras', 'nasnet_large'))}}
 
 
 def preprocessing(name: str, source: str) -> dict[str, Any]:
@@ -204,7 +264,8 @@ def detect_source(keys: Any) -> str:
   timm EfficientNet keys are taken as its tf_efficientnet ports ('timm');
   its own efficientnet_* weights need source='timm_torch'.
   """
-  if any(key.startswith(('conv_stem.', 'blocks.')) for key in keys):
+  if any(key.startswith(('conv_stem.', 'blocks.', 'conv0.', 'cell_stem_'))
+         for key in keys):
     return 'timm'
   return 'torchvision'
 
@@ -262,7 +323,8 @@ def _raise(name: str, source: str, problems: list[str]) -> None:
 
 def from_torch(name: str, state_dict: Mapping[str, Any],
                source: str | None = None,
-               num_classes: int | None = None) -> tuple[nn.Module, dict]:
+               num_classes: int | None = None,
+               **overrides: Any) -> tuple[nn.Module, dict]:
   """The jaxcnn model `name` set up like `source` and its converted variables.
 
   Args:
@@ -270,6 +332,8 @@ def from_torch(name: str, state_dict: Mapping[str, Any],
     state_dict: reference key -> numpy array or torch tensor.
     source: one of SOURCES; detected from the key names when None.
     num_classes: classifier outputs; read from the classifier when None.
+    **overrides: other model fields, e.g. a narrower network of the same
+      layout.
 
   Returns:
     (module, {'params', 'batch_stats'}) with numpy leaves.
@@ -303,11 +367,8 @@ def from_torch(name: str, state_dict: Mapping[str, Any],
     num_classes = int(np.shape(state_dict[heads[0]])[0])
 
   module = models.create(name, num_classes=num_classes,
-                         **model_kwargs(name, source))
-  shapes = jax.eval_shape(module.init, jax.random.key(0),
-                          jnp.zeros((1, 64, 64, module.in_channels)))
-  expected = {k: v.shape for k, v in
-              traverse_util.flatten_dict(dict(shapes)).items()}
+                         **{**model_kwargs(name, source), **overrides})
+  expected = _expected_shapes(module)
   flat, matched = {}, set()
   for key, (path, leaf) in paths.items():
     target = _target(leaf, ('params', *path.split('/'), 'scale') in expected)
@@ -326,6 +387,57 @@ def from_torch(name: str, state_dict: Mapping[str, Any],
   problems += [f'missing {"/".join(k)}' for k in expected if k not in matched]
   if problems:
     _raise(name, source, problems)
+  return module, {'batch_stats': {}, **traverse_util.unflatten_dict(flat)}
+
+
+def _expected_shapes(module: nn.Module) -> dict[tuple[str, ...], tuple]:
+  shapes = jax.eval_shape(module.init, jax.random.key(0),
+                          jnp.zeros((1, 64, 64, module.in_channels)))
+  return {k: v.shape for k, v in
+          traverse_util.flatten_dict(dict(shapes)).items()}
+
+
+def from_keras(name: str, path: str, num_classes: int | None = None,
+               **overrides: Any) -> tuple[nn.Module, dict]:
+  """The jaxcnn NASNet `name` set up like Keras and its converted variables.
+
+  Args:
+    name: 'nasnet_mobile' or 'nasnet_large' (Keras' NASNetMobile and
+      NASNetLarge: the NASNet-A genotype).
+    path: a legacy `.h5` or a Keras 3 `.weights.h5` file, with the top.
+    num_classes: classifier outputs; read from the classifier when None.
+    **overrides: other model fields, e.g. a narrower network of the same
+      layout (Keras' `NASNet(penultimate_filters=...)`).
+
+  Returns:
+    (module, {'params', 'batch_stats'}) with numpy leaves. The module returns
+    logits where Keras' top returns their softmax.
+
+  Raises:
+    ValueError: another model, an unreadable file, or weights that do not fit
+      the model (every missing, unexpected and mis-shaped weight listed).
+  """
+  if name not in ('nasnet_mobile', 'nasnet_large'):
+    raise ValueError(f'Cannot convert model {name!r} from Keras. Convertible '
+                     'models: nasnet_mobile, nasnet_large.')
+  weights = keras_import.read_weights(path, name)
+  if num_classes is None:
+    if 'kernel' not in weights.get('predictions', {}):
+      _raise(name, 'keras', ['missing the classifier (predictions) weight'])
+    num_classes = int(weights['predictions']['kernel'].shape[-1])
+  module = models.create(name, num_classes=num_classes,
+                         **{**model_kwargs(name, 'keras'), **overrides})
+  flat, problems = keras_import.to_flax(weights, module.num_cells)
+  expected = _expected_shapes(module)
+  for key, value in flat.items():
+    if key not in expected:
+      problems.append(f'unexpected {"/".join(key)}')
+    elif value.shape != expected[key]:
+      problems.append(f'shape of {"/".join(key)}: got {value.shape}, '
+                      f'expected {expected[key]}')
+  problems += [f'missing {"/".join(k)}' for k in expected if k not in flat]
+  if problems:
+    _raise(name, 'keras', problems)
   return module, {'batch_stats': {}, **traverse_util.unflatten_dict(flat)}
 
 
@@ -352,9 +464,9 @@ def load_state_dict(path: str) -> dict[str, Any]:
 def save(out: str, variables: dict, meta: dict[str, Any]) -> None:
   """Writes `variables` and `meta` as a checkpoint `load_variables` reads."""
   path = epath.Path(out)
-  if path.exists() and any(path.iterdir()):
-    raise ValueError(f'{out} exists and is not empty; refusing to overwrite '
-                     'it.')
+  if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    raise ValueError(f'{out} exists and is not an empty directory; refusing '
+                     'to overwrite it.')
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path / checkpoint.STATE, variables)
   checkpointer.wait_until_finished()
@@ -367,13 +479,23 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
+  problem = config_check.output_dir_problem(FLAGS.out, must_be_empty=True)
+  if problem:  # Before the weights are read: nothing is written.
+    raise SystemExit(f'jaxcnn.convert: error: Cannot write to --out='
+                     f'{FLAGS.out} ({problem}); choose a new or empty '
+                     'directory.')
   source = None if FLAGS.source == 'auto' else FLAGS.source
+  if source is None and FLAGS.weights.endswith('.h5'):
+    source = 'keras'
   try:
-    state_dict = load_state_dict(FLAGS.weights)
-    source = source or detect_source(state_dict)
-    module, variables = from_torch(FLAGS.model, state_dict, source)
+    if source == 'keras':
+      module, variables = from_keras(FLAGS.model, FLAGS.weights)
+    else:
+      state_dict = load_state_dict(FLAGS.weights)
+      source = source or detect_source(state_dict)
+      module, variables = from_torch(FLAGS.model, state_dict, source)
     save(FLAGS.out, variables, {
-        'model': FLAGS.model, 'source': source,
+        'task': 'classification', 'model': FLAGS.model, 'source': source,
         'num_classes': module.num_classes,
         'weights': os.path.abspath(FLAGS.weights),
         'model_kwargs': model_kwargs(FLAGS.model, source),
@@ -395,7 +517,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('model', None, 'jaxcnn model name.')
   flags.DEFINE_enum('source', 'auto', ('auto', *SOURCES),
                     'Where the weights come from.')
-  flags.DEFINE_string('weights', None, '.pth or .safetensors state_dict.')
+  flags.DEFINE_string('weights', None, '.pth or .safetensors state_dict; '
+                      'Keras .h5 / .weights.h5 for --source=keras.')
   flags.DEFINE_string('out', None, 'New checkpoint directory.')
   flags.mark_flags_as_required(['model', 'weights', 'out'])
 

@@ -17,13 +17,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from jaxcnn import checkpoint
 from jaxcnn import models
-from jaxcnn.data import datasets
-from jaxcnn.data import preprocess
+from jaxcnn.data import catalog
 
 # trainer.CONFIG_FILE; the trainer is not imported, it pulls in TensorBoard.
 CONFIG_FILE = 'config.json'
@@ -68,6 +65,10 @@ class Predictor:
 
   def load_image(self, path: str) -> np.ndarray:
     """The `[H, W, C]` model input of an image file."""
+    # The eval pipeline's own ops (TensorFlow), so images are preprocessed
+    # exactly as in evaluation; .npy batches need no TensorFlow.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from jaxcnn.data import preprocess  # pylint: disable=g-import-not-at-top
     prep = self.preprocessing
     if prep is None:
       raise ValueError(f'{path}: the checkpoint records no preprocessing for '
@@ -144,7 +145,8 @@ def _train_config(path: str, meta: dict) -> ml_collections.ConfigDict:
 def _class_names(config: ml_collections.ConfigDict,
                  num_classes: int) -> list[str] | None:
   try:
-    builder = tfds.builder(datasets.get_spec(config.dataset).tfds_name,
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    builder = tfds.builder(catalog.get_spec(config.dataset).tfds_name,
                            data_dir=config.data_dir)
     names = builder.info.features['label'].names
   except Exception:  # pylint: disable=broad-except
@@ -152,9 +154,30 @@ def _class_names(config: ml_collections.ConfigDict,
   return list(names) if len(names) == num_classes else None
 
 
+def _preprocessing(prep: dict[str, Any],
+                   channels: int) -> Preprocessing | None:
+  """A checkpoint's recorded preprocessing: a run's (0-255 statistics) or
+  converted weights' (crop and resize sizes, 0-1 statistics)."""
+  if not prep:
+    return None
+  if 'crop_size' in prep:  # jaxcnn.convert.
+    mean, std = catalog.channel_statistics(
+        [255 * m for m in prep['mean']], [255 * s for s in prep['std']],
+        channels)
+    return Preprocessing(prep['crop_size'],
+                         prep['crop_size'] / prep['resize_size'],
+                         prep['interpolation'], mean, std)
+  mean, std = catalog.channel_statistics(prep['mean'], prep['std'],
+                                            channels)
+  return Preprocessing(prep['image_size'], prep['crop_fraction'],
+                       prep['interpolation'], mean, std)
+
+
 def load(path: str, use_ema: bool = False) -> Predictor:
   """The model of a training workdir or checkpoint, or of a checkpoint
-  written by `python -m jaxcnn.convert`."""
+  written by `python -m jaxcnn.convert`: read from the checkpoint's own
+  record (checkpoints of runs before it recorded everything read their
+  run's config.json)."""
   path = checkpoint.absolute(path)
   if not epath.Path(path).exists():
     raise FileNotFoundError(f'No checkpoint at {path}: it does not exist.')
@@ -162,29 +185,26 @@ def load(path: str, use_ema: bool = False) -> Predictor:
   if 'model' not in meta:
     raise ValueError(f'{path} names no model: it was not written by train.py '
                      'or jaxcnn.convert.')
-  if 'preprocessing' in meta:  # Converted weights.
+  if meta.get('task', 'classification') != 'classification':
+    raise ValueError(f'{path} holds a {meta["task"]} model; predict.py '
+                     'predicts classes.')
+  if 'preprocessing' in meta:
+    dtype = jnp.bfloat16 if meta.get('half_precision') else jnp.float32
     model = models.create(meta['model'], num_classes=meta['num_classes'],
-                          **meta.get('model_kwargs', {}))
-    prep = meta['preprocessing']
-    preprocessing = None
-    if prep:
-      mean, std = preprocess.channel_statistics(
-          [255 * m for m in prep['mean']], [255 * s for s in prep['std']],
-          model.in_channels)
-      preprocessing = Preprocessing(
-          prep['crop_size'], prep['crop_size'] / prep['resize_size'],
-          prep['interpolation'], mean, std)
-    names = None
+                          dtype=dtype, **meta.get('model_kwargs', {}))
+    preprocessing = _preprocessing(meta['preprocessing'], model.in_channels)
+    names = meta.get('class_names')
   else:
     config = _train_config(path, meta)
     model = models.from_config(config, meta['num_classes'],
                                defaults=checkpoint.model_kwargs_of(
                                    config.init_from))
-    mean, std = preprocess.channel_statistics(
-        datasets.get_spec(config.dataset).mean,
-        datasets.get_spec(config.dataset).std, model.in_channels)
-    preprocessing = Preprocessing(config.image_size, config.eval_crop_fraction,
-                                  config.interpolation, mean, std)
+    spec = catalog.get_spec(config.dataset)
+    preprocessing = _preprocessing(
+        {'image_size': config.image_size,
+         'crop_fraction': config.eval_crop_fraction,
+         'interpolation': config.interpolation, 'mean': spec.mean,
+         'std': spec.std}, model.in_channels)
     names = _class_names(config, meta['num_classes'])
   variables = checkpoint.load_variables(path, use_ema)[0]
   return Predictor(meta['model'], model, variables, preprocessing, names)

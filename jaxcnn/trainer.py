@@ -11,21 +11,18 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from jaxcnn import checkpoint
 from jaxcnn import config_check
 from jaxcnn import metrics as metrics_lib
-from jaxcnn import models
 from jaxcnn import optim
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
+from jaxcnn import tasks
 from jaxcnn import workdir as workdir_lib
-from jaxcnn.data import datasets
-from jaxcnn.data import pipeline
 
 # The signals that stop a run after it saves a checkpoint at the current step.
 _STOP_SIGNALS = {signal.SIGTERM: 'Preempted', signal.SIGINT: 'Interrupted'}
@@ -101,16 +98,14 @@ def _stop_on_signals() -> tuple[dict[str, int], dict[int, Any]]:
                     for signum in _STOP_SIGNALS}
 
 
-def evaluate(eval_fn, variables: dict, data: pipeline.InputPipeline,
-             batch_sharding) -> dict[str, float]:
-  """Loss, top-1 and top-5 accuracy over every eval example exactly once."""
-  totals = None
+def evaluate(task: tasks.Task, eval_fn, variables: dict,
+             data: tasks.InputPipeline, batch_sharding) -> dict[str, float]:
+  """The task's evaluation of `variables` over every eval example once."""
+  evaluator = task.evaluator()
   for batch in data.eval_batches():
-    sums = eval_fn(variables, sharding.global_batch(batch, batch_sharding))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = totals.pop('count')
-  return {k: float(v / count) for k, v in totals.items()}
+    evaluator.add(eval_fn(variables,
+                          sharding.global_batch(batch, batch_sharding)))
+  return evaluator.result()
 
 
 def _initial_variables(config, model, mesh, init_rng):
@@ -128,12 +123,18 @@ def _initial_variables(config, model, mesh, init_rng):
   return variables
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """The config's model; with `init_from`, set up as those weights need
-  (e.g. torchvision EfficientNet padding), unless model_kwargs say otherwise."""
-  return models.from_config(config, num_classes,
-                            defaults=checkpoint.model_kwargs_of(
-                                config.init_from))
+def model_defaults(config: ml_collections.ConfigDict,
+                   workdir: str | None = None) -> dict[str, Any]:
+  """The model fields the run's weights need, which `model_kwargs` override:
+  those its own checkpoints in `workdir` recorded (so that a run resumes
+  after the weights it started from are gone), else those of `init_from`
+  (e.g. torchvision EfficientNet's padding)."""
+  if workdir:
+    recorded = checkpoint.recorded_model_kwargs(
+        os.path.join(workdir, 'checkpoints'))
+    if recorded is not None:
+      return recorded
+  return checkpoint.model_kwargs_of(config.init_from)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -144,10 +145,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Nothing is written to `workdir` before the first step can run; a finished
   run is left as it is.
   """
-  config_check.check(config, jax.device_count(), jax.process_count())
+  config_check.check(config, jax.device_count(), jax.process_count(),
+                     workdir)
   current = json.loads(config.to_json_best_effort())
-  workdir_lib.check(workdir, current)
-  is_main = jax.process_index() == 0
+  is_main = jax.process_index() == 0  # It alone takes the workdir's lock.
+  workdir_lib.check(workdir, current, lock=is_main)
   with workdir_lib.claim(workdir, enabled=is_main) as run:
     return _train(config, workdir, run, current)
 
@@ -163,20 +165,16 @@ def _completed_results(workdir: str, total_steps: int) -> dict | None:
 
 def _train(config: ml_collections.ConfigDict, workdir: str,
            run: workdir_lib.Claim, current: dict[str, Any]) -> dict[str, float]:
-  num_classes = (datasets.get_spec(config.dataset).num_classes
-                 if config.num_classes < 0 else config.num_classes)
-  model = build_model(config, num_classes)
-  data = pipeline.create(config, model.in_channels,
-                         process_index=jax.process_index(),
-                         process_count=jax.process_count())
+  task = tasks.create(config)
+  defaults = model_defaults(config, workdir)
+  model = task.model(defaults)
+  data = task.input_pipeline(model, jax.process_index(), jax.process_count())
   mesh = sharding.create_mesh()
-
   steps_per_epoch = data.steps_per_epoch
   total_steps = optim.to_steps(config, 'num', steps_per_epoch)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch)
   tx = optim.create_optimizer(config, schedule)
   init_rng = state_lib.init_key(config.seed)
-  dropout_rng = jax.random.PRNGKey(config.seed)
 
   def make_state(variables):
     return state_lib.create(model, tx, variables, config.ema_decay > 0)
@@ -206,21 +204,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
           return final
       logging.info('Resuming from the checkpoint at step %d.', start_step)
     batch_sharding = sharding.batch_sharding(mesh)
-    replicated = sharding.replicated(mesh)
-    l2_weight = config.weight_decay if config.weight_decay_mode == 'l2' else 0.0
-    train_step = jax.jit(
-        functools.partial(step_lib.train_step, rng=dropout_rng,
-                          learning_rate_fn=schedule,
-                          label_smoothing=config.label_smoothing,
-                          l2_weight=l2_weight, ema_decay=config.ema_decay,
-                          skip_nonfinite=config.on_nonfinite == 'skip',
-                          freeze_pattern=config.freeze),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, replicated), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(step_lib.eval_step,
-                                        apply_fn=model.apply),
-                      in_shardings=(state_sharding.variables(), batch_sharding),
-                      out_shardings=replicated)
+    train_step = step_lib.make_train_step(config, task, model, schedule, mesh,
+                                          state_sharding, total_steps)
+    eval_fn = step_lib.make_eval_step(task, model, mesh,
+                                      state_sharding.variables())
     batches = data.train_batches(start_step)
     first_batch = None
     if start_step < total_steps:
@@ -235,15 +222,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
     writer.truncate_after(start_step)
     eval_every = max(1, optim.to_steps(config, 'eval_every', steps_per_epoch))
-    meta = {'model': config.model, 'dataset': config.dataset,
-            'num_classes': num_classes}
+    # Self-describing: predict, evaluation, fine-tuning and resuming read
+    # the model and its data from here alone.
+    meta = {'task': config.task, 'model': config.model,
+            'model_kwargs': {**defaults, **config.model_kwargs.to_dict()},
+            'half_precision': config.half_precision,
+            **task.metadata(model, data)}
 
     def run_eval(step: int) -> dict[str, float]:
       results = {f'eval/{k}': v for k, v in evaluate(
-          eval_fn, state.variables(), data, batch_sharding).items()}
+          task, eval_fn, state.variables(), data, batch_sharding).items()}
       if state.ema is not None:
         results.update({f'eval_ema/{k}': v for k, v in evaluate(
-            eval_fn, state.variables(use_ema=True), data,
+            task, eval_fn, state.variables(use_ema=True), data,
             batch_sharding).items()})
       writer.write(step, results)
       metrics_lib.log(step, total_steps, results)

@@ -31,7 +31,8 @@ COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir',
 # Config fields added after runs were saved, with the value that reproduces
 # those runs: their workdirs resume instead of being refused.
 ADDED_FIELDS = {'data_shards': -1, 'model_kwargs.depthwise': 'auto',
-                'model_kwargs.pointwise': 'auto'}
+                'model_kwargs.pointwise': 'auto', 'task': 'classification',
+                'aux_loss_weight': 0.4, 'cutout_size': 0}
 HEARTBEAT_SECONDS = 30.0
 # Several missed heartbeats, and room for clock skew between hosts.
 STALE_SECONDS = 300.0
@@ -57,16 +58,17 @@ def check_writable(workdir: str) -> None:
                        'choose a writable directory.')
 
 
-def check(workdir: str, current: dict[str, Any]) -> None:
+def check(workdir: str, current: dict[str, Any], lock: bool = True) -> None:
   """Says why a run of the config `current` (as JSON) cannot use `workdir`:
-  not writable, holding another run's config, or in use by a live run.
-  Reads only; `claim` takes the workdir."""
+  not writable, holding another run's config, or (with `lock`, as the
+  process that will take it) in use by a live run. Reads only; `claim`
+  takes the workdir."""
   check_writable(workdir)
   check_config(workdir, current)
-  lock = os.path.join(workdir, LOCK_FILE)
-  if not _is_url(workdir) and os.path.exists(lock):
-    holder = _holder(lock)
-    if not _is_stale(lock, holder):
+  path = os.path.join(workdir, LOCK_FILE)
+  if lock and not _is_url(workdir) and os.path.exists(path):
+    holder = _holder(path)
+    if not _is_stale(path, holder):
       raise _in_use(workdir, holder)
 
 

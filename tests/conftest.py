@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Keras (the NASNet references) picks its backend when first imported, which
+# TensorFlow's import may do before a test module could choose.
+os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import pytest  # noqa: E402
 

@@ -17,6 +17,7 @@ from configs import finetune_digits
 from jaxcnn import checkpoint
 from jaxcnn import convert
 from jaxcnn import metrics
+from jaxcnn import tasks
 from jaxcnn import trainer
 from tests import torch_refs
 
@@ -270,9 +271,10 @@ def test_init_from_sets_the_model_up_as_the_weights_need(tmp_path):
                                 convert.model_kwargs('efficientnet_b0',
                                                      'torchvision')})
   config = efficientnet_b0.get_config()
-  config.init_from = out
-  model = trainer.build_model(config, num_classes=10)
+  config.update(dict(init_from=out, num_classes=10))
+  model = tasks.create(config).model(trainer.model_defaults(config))
   assert (model.padding, model.bn_epsilon, model.num_classes) == (
       'symmetric', 1e-5, 10)
   config.init_from = None
-  assert trainer.build_model(config, num_classes=10).padding == 'same'
+  assert tasks.create(config).model(
+      trainer.model_defaults(config)).padding == 'same'

@@ -11,6 +11,7 @@ import optax
 from jaxcnn import freeze
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
+from jaxcnn.tasks import classification
 
 
 class _TinyBNNet(nn.Module):
@@ -34,6 +35,11 @@ def _variables(model):
 
 def _images(n=8):
   return jax.random.normal(jax.random.PRNGKey(2), (n, 8, 8, 1)) * 3.0 + 1.0
+
+
+def _cross_entropy(logits, batch, intermediates):
+  loss = jnp.mean(classification.cross_entropy(logits, batch['label']))
+  return loss, {'loss': loss}
 
 
 def test_mask_matches_paths():
@@ -74,9 +80,9 @@ def test_train_step_keeps_frozen_parameters_and_statistics():
   tx = freeze.optimizer(optax.sgd(0.1), pattern)
   state = state_lib.create(model, tx, _variables(model), use_ema=False)
   step = jax.jit(functools.partial(
-      step_lib.train_step, rng=jax.random.PRNGKey(1),
-      learning_rate_fn=optax.constant_schedule(0.1), label_smoothing=0.0,
-      l2_weight=0.0, ema_decay=0.0, freeze_pattern=pattern))
+      step_lib.train_step, loss_fn=_cross_entropy, rng=jax.random.PRNGKey(1),
+      learning_rate_fn=optax.constant_schedule(0.1), l2_weight=0.0,
+      ema_decay=0.0, freeze_pattern=pattern))
   labels = jnp.arange(8) % 10
   new, _ = step(state, {'image': _images(), 'label': labels})
   for collection, moving in (('params', 'bias'), ('batch_stats', 'mean')):

@@ -17,7 +17,7 @@ from configs import quickstart
 from jaxcnn import checkpoint
 from jaxcnn import metrics
 from jaxcnn import trainer
-from jaxcnn.data import pipeline
+from jaxcnn.data import classification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # data_shards=2 reads the data as 2 shards in the 1-process run too, so that
@@ -173,8 +173,8 @@ def test_missing_peer_fails_within_the_timeout_saying_what_to_check(
 def test_fixed_data_shards_give_the_same_batches_on_1_or_2_processes(
     digits_config):
   digits_config.data_shards = 2
-  one = pipeline.create(digits_config, 1).train_batches(start_step=21)
-  halves = [pipeline.create(digits_config, 1, process_index=i,
+  one = classification.create(digits_config, 1).train_batches(start_step=21)
+  halves = [classification.create(digits_config, 1, process_index=i,
                             process_count=2).train_batches(start_step=21)
             for i in range(2)]
   # Step 23 crosses the end of both shards' first epoch (719 and 718
@@ -192,4 +192,4 @@ def test_data_shards_must_divide_among_the_processes(digits_config):
   digits_config.data_shards = 3
   with pytest.raises(ValueError, match=r'--config.data_shards \(3\) must be '
                      r'divisible by the number of processes \(2\)'):
-    pipeline.create(digits_config, 1, process_index=0, process_count=2)
+    classification.create(digits_config, 1, process_index=0, process_count=2)

@@ -13,12 +13,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = textwrap.dedent('''\
     import sys
 
-    class NoTensorFlow:
-      def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):
-          raise ModuleNotFoundError(f'No module named {name!r}', name=name)
-
-    sys.meta_path.insert(0, NoTensorFlow())
+    # What an absent package looks like to `import` (ImportError) and to
+    # importlib.util.find_spec (None), which libraries such as etils ask.
+    for name in ('tensorflow', 'tensorflow_datasets'):
+      sys.modules[name] = None
     ''')
 
 
@@ -54,8 +52,9 @@ def test_summary_cam_export_and_plot_run_without_tensorflow(tmp_path):
           'error': float(np.abs(np.asarray(logits) - np.asarray(
               model.apply(variables, images))).max()),
           'lines': len(fig.axes[0].lines),
-          'tensorflow': [m for m in sys.modules if m.split('.')[0] in (
-              'tensorflow', 'tensorflow_datasets')]}))
+          'tensorflow': [m for m, module in sys.modules.items()
+                         if module is not None and m.split('.')[0] in (
+                             'tensorflow', 'tensorflow_datasets')]}))
       ''', str(tmp_path))
   assert json.loads(out.splitlines()[-1]) == {
       'params': 61_706, 'macs': 416_520, 'maps': [3, 10, 10],
@@ -68,10 +67,31 @@ def test_summary_cam_export_and_plot_run_without_tensorflow(tmp_path):
   assert 'parameters: 1,235,496' in table.splitlines()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    'jaxcnn/predict.py imports tensorflow and tensorflow_datasets at the top, '
-    'as do jaxcnn.data.datasets and jaxcnn.data.preprocess that it imports; '
-    'cam.run and export.export_checkpoint load checkpoints through '
-    'predict.load. Remove this marker once predict loads without them.'))
-def test_checkpoints_load_without_tensorflow():
-  _run('from jaxcnn import predict')
+def test_predict_loads_a_checkpoint_and_predicts_npy_without_tensorflow(
+    tmp_path):
+  # A converted checkpoint (no run config) of LeNet-5 with random weights.
+  out = _run('''
+      import json
+      import numpy as np
+      from jaxcnn import convert, models, predict
+      from tests import test_export
+      model = models.create('lenet5', num_classes=10)
+      variables = test_export.random_variables(model, (32, 32, 1))
+      convert.save(sys.argv[1] + '/weights', variables, {
+          'task': 'classification', 'model': 'lenet5', 'num_classes': 10,
+          'preprocessing': {}})
+      images = np.random.default_rng(0).normal(
+          size=(2, 32, 32, 1)).astype(np.float32)
+      np.save(sys.argv[1] + '/batch.npy', images)
+      [first, second] = predict.run(sys.argv[1] + '/weights',
+                                    [sys.argv[1] + '/batch.npy'], top=1)
+      want = np.asarray(model.apply(variables, images)).argmax(-1).tolist()
+      print(json.dumps({
+          'classes': [first.classes[0], second.classes[0]], 'want': want,
+          'tensorflow': [m for m, module in sys.modules.items()
+                         if module is not None and m.split('.')[0] in (
+                             'tensorflow', 'tensorflow_datasets')]}))
+      ''', str(tmp_path))
+  result = json.loads(out.splitlines()[-1])
+  assert result['classes'] == result['want']
+  assert result['tensorflow'] == []

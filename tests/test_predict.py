@@ -16,8 +16,9 @@ from jaxcnn import checkpoint
 from jaxcnn import convert
 from jaxcnn import models
 from jaxcnn import predict
+from jaxcnn import tasks
 from jaxcnn import trainer
-from jaxcnn.data import pipeline
+from jaxcnn.data import classification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,14 +38,14 @@ def digits_pngs(trained, tmp_path_factory):
   """Every digits eval image as a PNG file, in eval order, with the eval
   pipeline's preprocessed images and labels."""
   _, config, _ = trained
-  data = pipeline.create(config, model_channels=1)
+  data = classification.create(config, model_channels=1)
   batches = list(data.eval_batches())
   mask = np.concatenate([b['mask'] for b in batches]) > 0
   images = np.concatenate([b['image'] for b in batches])[mask]
   labels = np.concatenate([b['label'] for b in batches])[mask]
   directory = tmp_path_factory.mktemp('pngs')
   paths = []
-  raw = tfds.as_numpy(data.builder.as_dataset(split=data.eval_split,
+  raw = tfds.as_numpy(data.builder.as_dataset(split=data.local_eval_split,
                                               shuffle_files=False))
   for i, example in enumerate(raw):
     paths.append(str(directory / f'{i:03d}.png'))
@@ -91,7 +92,7 @@ def test_png_predictions_equal_the_evaluation(trained, digits_pngs, predictor):
   probabilities = predict.predict(predictor, arrays, batch_size=64)
   assert probabilities.shape == (360, 10)
   np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
-  model = trainer.build_model(config, 10)
+  model = tasks.create(config).model(trainer.model_defaults(config))
   logits = model.apply(checkpoint.load_variables(workdir)[0], eval_images,
                        train=False)
   np.testing.assert_array_equal(probabilities.argmax(-1), logits.argmax(-1))

@@ -15,9 +15,14 @@ import numpy as np
 _SCRIPT = textwrap.dedent('''
     import functools, sys
     import jax, jax.numpy as jnp, numpy as np, optax
+    from configs import quickstart
     from jaxcnn import models, sharding, state as state_lib, step as step_lib
+    from jaxcnn import tasks
 
     jax.config.update('jax_enable_x64', True)
+    config = quickstart.get_config()
+    config.label_smoothing = 0.1
+    task = tasks.create(config)
     assert jax.device_count() == 8, jax.devices()
     model = models.create('resnet18', num_classes=10, dtype=jnp.float64,
                           param_dtype=jnp.float64)
@@ -33,10 +38,10 @@ _SCRIPT = textwrap.dedent('''
       state_sharding = sharding.state_shardings(mesh, state)
       state = jax.device_put(state, state_sharding)
       step = jax.jit(
-          functools.partial(step_lib.train_step, rng=jax.random.PRNGKey(1),
+          functools.partial(step_lib.train_step, loss_fn=task.loss,
+                            rng=jax.random.PRNGKey(1),
                             learning_rate_fn=optax.constant_schedule(0.1),
-                            label_smoothing=0.1, l2_weight=1e-4,
-                            ema_decay=0.99),
+                            l2_weight=1e-4, ema_decay=0.99),
           in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
           out_shardings=(state_sharding, sharding.replicated(mesh)),
           donate_argnums=0)

@@ -8,9 +8,18 @@ import numpy as np
 import optax
 import pytest
 
+from configs import quickstart
 from jaxcnn import models
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
+from jaxcnn import tasks
+from jaxcnn.tasks import classification
+
+
+def _task(**fields):
+  config = quickstart.get_config()
+  config.update(dict(label_smoothing=0.0, **fields))
+  return tasks.create(config)
 
 
 def _state(ema: bool, model_name: str = 'lenet5', shape=(32, 32, 1)):
@@ -32,22 +41,23 @@ def _batch(n=32, shape=(32, 32, 1)):
 
 def _train_step(ema_decay=0.0, l2_weight=0.0, skip_nonfinite=False):
   return jax.jit(functools.partial(
-      step_lib.train_step, rng=jax.random.PRNGKey(1),
-      learning_rate_fn=optax.constant_schedule(0.05), label_smoothing=0.0,
-      l2_weight=l2_weight, ema_decay=ema_decay,
-      skip_nonfinite=skip_nonfinite))
+      step_lib.train_step, loss_fn=_task().loss, rng=jax.random.PRNGKey(1),
+      learning_rate_fn=optax.constant_schedule(0.05), l2_weight=l2_weight,
+      ema_decay=ema_decay, skip_nonfinite=skip_nonfinite))
 
 
 def _eval(state, batch, use_ema=False):
   return step_lib.eval_step(state.variables(use_ema), batch,
-                            apply_fn=state.apply_fn)
+                            apply_fn=state.apply_fn,
+                            eval_outputs=_task().eval_outputs)
 
 
 def test_cross_entropy_with_label_smoothing_matches_formula():
   logits = jnp.array([[2.0, 0.0, -1.0]])
   logp = jax.nn.log_softmax(logits)[0]
   expected = -(0.9 + 0.1 / 3) * logp[0] - (0.1 / 3) * (logp[1] + logp[2])
-  got = step_lib.cross_entropy(logits, jnp.array([0]), label_smoothing=0.1)
+  got = classification.cross_entropy(logits, jnp.array([0]),
+                                     label_smoothing=0.1)
   np.testing.assert_allclose(got, [expected], rtol=1e-6)
 
 

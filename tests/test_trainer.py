@@ -12,10 +12,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import efficientnet_b0
+from configs import nasnet_cifar10
 from configs import quickstart
 from jaxcnn import checkpoint
 from jaxcnn import metrics
 from jaxcnn import models
+from jaxcnn import predict
 from jaxcnn import state as state_lib
 from jaxcnn import trainer
 from jaxcnn import workdir as workdir_lib
@@ -207,3 +209,41 @@ def test_a_workdir_from_before_the_task_seam_resumes_bitwise(data_dir,
     assert f.read() == g.read()
   assert _parameters_sha256(workdir) == (
       'aaf430d292daa2ef4a30f913d7600d2f1cfeda983bdeb316fee328e89b8d5006')
+
+
+def test_a_fine_tune_resumes_and_predicts_after_its_weights_are_deleted(
+    digits_config, tmp_path):
+  digits_config.num_steps = 4
+  pretrained = str(tmp_path / 'pretrained')
+  trainer.train_and_evaluate(digits_config, pretrained)
+  digits_config.update(dict(init_from=pretrained, num_steps=10,
+                            checkpoint_every_steps=5, eval_every_steps=10))
+  straight = str(tmp_path / 'straight')
+  final = trainer.train_and_evaluate(digits_config, straight)
+  resumed = str(tmp_path / 'resumed')
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(os.path.join(resumed, 'checkpoints', '10'))
+  shutil.rmtree(pretrained)
+  assert trainer.train_and_evaluate(digits_config, resumed) == final
+  assert _parameters_sha256(resumed) == _parameters_sha256(straight)
+  predictor = predict.load(resumed)
+  assert predictor.class_names == [str(i) for i in range(10)]
+  assert predictor.preprocessing.image_size == digits_config.image_size
+
+
+def test_nasnet_cifar_recipe_trains_with_its_aux_head_and_drop_path(
+    data_dir, tmp_path):
+  """The recipe's network shrunk to one cell per stage, on digits: the loop
+  adds 0.4 x the auxiliary head's loss and ramps drop path by progress."""
+  config = nasnet_cifar10.get_config()
+  config.update(dict(dataset='digits', data_dir=data_dir, num_steps=3,
+                     batch_size=16, eval_batch_size=120, log_every_steps=3,
+                     checkpoint_every_steps=3, progress_bar=False))
+  with config.unlocked():
+    config.model_kwargs.update(dict(num_cells=1, filters=8,
+                                    depthwise='conv', pointwise='conv'))
+  final = trainer.train_and_evaluate(config, str(tmp_path))
+  [train] = [r for r in metrics.read_metrics(str(tmp_path))
+             if 'train/loss' in r]
+  assert np.isfinite(train['train/aux_loss']) and train['train/aux_loss'] > 0
+  assert 0 <= final['eval/accuracy'] <= 1

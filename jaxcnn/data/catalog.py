@@ -61,3 +61,16 @@ def get_spec(name: str) -> DatasetSpec:
     raise ValueError(f'Unknown dataset {name!r}. Known datasets: '
                      f'{", ".join(sorted(DATASETS))}.')
   return DATASETS[name]
+
+
+def channel_statistics(mean, std, channels: int) -> tuple[tuple, tuple]:
+  """The dataset's per-channel mean/std for images decoded to `channels`
+  (grayscale decoded as RGB repeats them; RGB decoded as grayscale averages)."""
+  if len(mean) == channels:
+    return tuple(mean), tuple(std)
+  if len(mean) == 1:
+    return tuple(mean) * channels, tuple(std) * channels
+  if channels == 1:
+    return (sum(mean) / len(mean),), (sum(std) / len(std),)
+  raise ValueError(f'Cannot feed {len(mean)}-channel images to a model '
+                   f'expecting {channels} channels.')

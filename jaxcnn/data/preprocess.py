@@ -87,18 +87,5 @@ def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
-def channel_statistics(mean, std, channels: int) -> tuple[tuple, tuple]:
-  """The dataset's per-channel mean/std for images decoded to `channels`
-  (grayscale decoded as RGB repeats them; RGB decoded as grayscale averages)."""
-  if len(mean) == channels:
-    return tuple(mean), tuple(std)
-  if len(mean) == 1:
-    return tuple(mean) * channels, tuple(std) * channels
-  if channels == 1:
-    return (sum(mean) / len(mean),), (sum(std) / len(std),)
-  raise ValueError(f'Cannot feed {len(mean)}-channel images to a model '
-                   f'expecting {channels} channels.')
-
-
 def normalize(image: tf.Tensor, mean, std) -> tf.Tensor:
   return (tf.cast(image, tf.float32) - mean) / std

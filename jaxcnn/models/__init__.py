@@ -4,6 +4,7 @@
 from jaxcnn.models import alexnet  # noqa: F401
 from jaxcnn.models import efficientnet  # noqa: F401
 from jaxcnn.models import lenet  # noqa: F401
+from jaxcnn.models import nasnet  # noqa: F401
 from jaxcnn.models import resnet  # noqa: F401
 from jaxcnn.models import squeezenet  # noqa: F401
 from jaxcnn.models.registry import create, from_config, names, register

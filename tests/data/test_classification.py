@@ -1,14 +1,16 @@
-"""Input pipelines: shapes, determinism, exact resume, padded eval, errors."""
+"""Classification input on the shared stream: shapes, determinism, exact
+resume, padded eval, errors."""
 
 import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import base
+from jaxcnn.data import classification
 from jaxcnn.data import datasets
-from jaxcnn.data import pipeline
 
 
 def _take(iterator, n):
@@ -16,7 +18,7 @@ def _take(iterator, n):
 
 
 def test_digits_train_batches_have_the_configured_shape(digits_config):
-  data = pipeline.create(digits_config, model_channels=1)
+  data = classification.create(digits_config, model_channels=1)
   batch = next(data.train_batches())
   assert batch['image'].shape == (64, 32, 32, 1)
   assert batch['image'].dtype == np.float32
@@ -29,17 +31,17 @@ def test_digits_train_batches_have_the_configured_shape(digits_config):
 
 
 def test_grayscale_is_tiled_for_rgb_models(digits_config):
-  data = pipeline.create(digits_config, model_channels=3)
+  data = classification.create(digits_config, model_channels=3)
   image = next(data.train_batches())['image']
   assert image.shape[-1] == 3
   np.testing.assert_array_equal(image[..., 0], image[..., 2])
 
 
 def test_same_seed_gives_same_batches_and_other_seed_differs(digits_config):
-  first = _take(pipeline.create(digits_config, 1).train_batches(), 3)
-  again = _take(pipeline.create(digits_config, 1).train_batches(), 3)
+  first = _take(classification.create(digits_config, 1).train_batches(), 3)
+  again = _take(classification.create(digits_config, 1).train_batches(), 3)
   digits_config.seed = 1
-  other = _take(pipeline.create(digits_config, 1).train_batches(), 3)
+  other = _take(classification.create(digits_config, 1).train_batches(), 3)
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
@@ -47,7 +49,7 @@ def test_same_seed_gives_same_batches_and_other_seed_differs(digits_config):
 
 
 def test_resuming_at_a_step_reproduces_the_stream_across_epochs(digits_config):
-  data = pipeline.create(digits_config, 1)
+  data = classification.create(digits_config, 1)
   steps = data.steps_per_epoch
   stream = _take(data.train_batches(), steps + 3)
   resumed = _take(data.train_batches(start_step=steps - 1), 4)
@@ -60,7 +62,7 @@ def test_resuming_at_a_step_reproduces_the_stream_across_epochs(digits_config):
 
 def test_eval_visits_every_example_exactly_once(digits_config):
   digits_config.eval_batch_size = 100  # 360 examples: the last batch is padded.
-  data = pipeline.create(digits_config, 1)
+  data = classification.create(digits_config, 1)
   batches = list(data.eval_batches())
   assert data.eval_steps == len(batches) == 4
   masks = np.concatenate([b['mask'] for b in batches])
@@ -72,7 +74,7 @@ def test_eval_visits_every_example_exactly_once(digits_config):
 
 def test_processes_read_disjoint_halves(digits_config):
   digits_config.batch_size = 32
-  halves = [pipeline.create(digits_config, 1, process_index=i, process_count=2)
+  halves = [classification.create(digits_config, 1, process_index=i, process_count=2)
             for i in range(2)]
   assert [h.local_train_examples for h in halves] == [719, 718]
   assert halves[0].local_batch == 16
@@ -91,7 +93,7 @@ def test_every_dataset_pipeline_runs_on_mock_data(name):
   config.batch_size = 4
   config.eval_batch_size = 3
   with tfds.testing.mock_data(num_examples=10):
-    data = pipeline.create(config, model_channels=3)
+    data = classification.create(config, model_channels=3)
     batch = next(data.train_batches())
     eval_batches = list(data.eval_batches())
   assert batch['image'].shape == (4, 32, 32, 3)
@@ -119,7 +121,7 @@ def test_missing_dataset_fails_fast_saying_how_to_prepare_it(tmp_path):
 def test_bad_pipeline_fields_are_named(digits_config):
   digits_config.train_crop = 'random'
   with pytest.raises(ValueError, match='train_crop'):
-    pipeline.create(digits_config, 1)
+    classification.create(digits_config, 1)
 
 
 @pytest.mark.parametrize('augment', ['randaugment', 'autoaugment'])
@@ -128,11 +130,23 @@ def test_augmentation_runs_in_the_pipeline_deterministically(augment):
   config.update(dict(dataset='imagenet2012', image_size=32, batch_size=8,
                      random_flip=False))
   with tfds.testing.mock_data(num_examples=8):
-    plain = next(pipeline.create(config, 3).train_batches())
+    plain = next(classification.create(config, 3).train_batches())
     config.augment = augment
-    first = next(pipeline.create(config, 3).train_batches())
-    again = next(pipeline.create(config, 3).train_batches())
+    first = next(classification.create(config, 3).train_batches())
+    again = next(classification.create(config, 3).train_batches())
   np.testing.assert_array_equal(first['image'], again['image'])
   changed = [not np.array_equal(a, b)
              for a, b in zip(first['image'], plain['image'])]
   assert sum(changed) >= 4
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2, 3])
+def test_cutout_zeroes_one_square_clipped_to_the_image(seed):
+  image = tf.ones([32, 32, 3])
+  out = classification.cutout(image, 16, tf.constant([seed, 7], tf.int64))
+  zeroed = (out.numpy() == 0).all(-1)
+  rows, cols = np.nonzero(zeroed)
+  # One axis-aligned rectangle, at most 16 x 16, at least 8 x 8 (centre in).
+  assert zeroed.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+  assert 8 <= np.ptp(rows) + 1 <= 16 and 8 <= np.ptp(cols) + 1 <= 16
+  assert (out.numpy()[~zeroed] == 1).all()

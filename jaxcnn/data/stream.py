@@ -1,0 +1,155 @@
+"""The seeded, resumable input stream that every task reads its data through.
+
+Train is read as `data_shards` disjoint shards (default one per process), each
+an endless stream of per-epoch seeded shuffles filling its own rows of every
+batch. An example's random seed is derived from its shard and position in
+that stream, so the batch at step N is a pure function of (config, N, shard
+count): a resumed run skips the examples it has seen (before decoding them)
+and continues with identical batches, and with a fixed `data_shards` any
+process count that divides it sees the same global batches.
+Eval visits every example exactly once, padding the last batch with
+`mask == 0` examples.
+
+What an example becomes (crops, augmentation, box targets) is the task's:
+`train_example(seed, example)` and `eval_example(example)`.
+"""
+
+import dataclasses
+import math
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+Batch = dict[str, np.ndarray]
+Example = dict[str, tf.Tensor]
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
+  if builder.info.splits:
+    return builder.info.splits[split].num_examples
+  # Mocked datasets (tfds.testing.mock_data) have no split metadata.
+  return int(builder.as_dataset(split=split).cardinality())
+
+
+def _divide(total: int, parts: int, what: str,
+            parts_name: str = 'the number of processes') -> int:
+  if total % parts:
+    raise ValueError(f'{what} ({total}) must be divisible by {parts_name} '
+                     f'({parts}).')
+  return total // parts
+
+
+@dataclasses.dataclass
+class Stream:
+  """The train and eval data of one run, as seen by the current process."""
+  builder: tfds.core.DatasetBuilder
+  train_split: str
+  eval_split: str
+  batch_size: int  # Global.
+  eval_batch_size: int
+  # (seed [2] int64, raw example) -> features, and raw example -> features.
+  train_example: Callable[[tf.Tensor, Example], Example]
+  eval_example: Callable[[Example], Example]
+  seed: int = 0
+  data_shards: int = -1  # -1: one per process.
+  shuffle_buffer: int = 16_384
+  decoders: Any = None  # tfds decoders, e.g. to decode images in the task.
+  process_index: int = 0
+  process_count: int = 1
+
+  def __post_init__(self):
+    shards = self.data_shards if self.data_shards > 0 else self.process_count
+    per_process = _divide(shards, self.process_count, '--config.data_shards')
+    self.train_splits = {
+        shard: tfds.split_for_jax_process(
+            self.train_split, process_index=shard, process_count=shards)
+        for shard in range(self.process_index * per_process,
+                           (self.process_index + 1) * per_process)}
+    self.local_eval_split = tfds.split_for_jax_process(
+        self.eval_split, process_index=self.process_index,
+        process_count=self.process_count)
+    self.shard_examples = {shard: _num_examples(self.builder, split)
+                           for shard, split in self.train_splits.items()}
+    self.local_train_examples = sum(self.shard_examples.values())
+    self.local_eval_examples = _num_examples(self.builder,
+                                             self.local_eval_split)
+    self.train_examples = _num_examples(self.builder, self.train_split)
+    self.local_batch = _divide(self.batch_size, self.process_count,
+                               '--config.batch_size')
+    self.shard_batch = _divide(self.batch_size, shards, '--config.batch_size',
+                               'the number of data shards')
+    self.local_eval_batch = _divide(self.eval_batch_size, self.process_count,
+                                    '--config.eval_batch_size')
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return max(1, self.train_examples // self.batch_size)
+
+  @property
+  def eval_steps(self) -> int:
+    # Every process runs the same number of steps; splits differ by <= 1.
+    max_local = math.ceil(
+        _num_examples(self.builder, self.eval_split) / self.process_count
+    ) if self.builder.info.splits else self.local_eval_examples
+    return math.ceil(max_local / self.local_eval_batch)
+
+  def _read(self, split) -> tf.data.Dataset:
+    return self.builder.as_dataset(split=split, decoders=self.decoders,
+                                   shuffle_files=False)
+
+  def _shard_batches(self, shard: int, start_step: int) -> tf.data.Dataset:
+    """The rows of `shard` in every batch from global step `start_step` on."""
+    examples = self.shard_examples[shard]
+    base_seed = self.seed * 65_536 + shard
+    buffer = min(examples, self.shuffle_buffer)
+    raw = self._read(self.train_splits[shard])
+
+    def epoch(index):
+      shuffled = raw.shuffle(buffer, seed=base_seed * 1_000_003 + index,
+                             reshuffle_each_iteration=False)
+      positions = tf.data.Dataset.range(index * examples, (index + 1) * examples)
+      seeds = positions.map(lambda p: tf.stack([tf.constant(base_seed, tf.int64),
+                                                p]))
+      return tf.data.Dataset.zip(seeds, shuffled)
+
+    first = start_step * self.shard_batch
+    ds = tf.data.Dataset.range(first // examples, 2**62).flat_map(epoch)
+    ds = ds.skip(first % examples)
+    ds = ds.map(self.train_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(self.shard_batch, drop_remainder=True)
+
+  def train_dataset(self, start_step: int = 0) -> tf.data.Dataset:
+    """This process's rows of the batches from global step `start_step` on,
+    forever."""
+    parts = [self._shard_batches(shard, start_step)
+             for shard in self.train_splits]
+    ds = parts[0]
+    if len(parts) > 1:
+      ds = tf.data.Dataset.zip(tuple(parts)).map(
+          lambda *rows: tf.nest.map_structure(
+              lambda *x: tf.concat(x, axis=0), *rows))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def _eval_example(self, example: Example) -> Example:
+    return {**self.eval_example(example), 'mask': tf.constant(1.0)}
+
+  def eval_dataset(self) -> tf.data.Dataset:
+    """Every eval example once, in `eval_steps` batches padded with mask 0."""
+    ds = self._read(self.local_eval_split).map(
+        self._eval_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.concatenate(self._padding(ds).repeat())
+    ds = ds.take(self.eval_steps * self.local_eval_batch)
+    return ds.batch(self.local_eval_batch).prefetch(tf.data.AUTOTUNE)
+
+  @staticmethod
+  def _padding(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensors(tf.nest.map_structure(
+        lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec))
+
+  def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
+    return self.train_dataset(start_step).as_numpy_iterator()
+
+  def eval_batches(self) -> Iterator[Batch]:
+    return self.eval_dataset().as_numpy_iterator()
