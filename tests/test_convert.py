@@ -52,15 +52,7 @@ _STANDARD = [(name, source, build, (224, 224))
 def _reference(build) -> torch.nn.Module:
   """A reference model with random weights and BatchNorm statistics."""
   torch.manual_seed(0)
-  model = build().eval()
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.running_mean.normal_(0, 0.1)
-        module.running_var.uniform_(0.5, 1.5)
-        module.weight.normal_(1, 0.1)
-        module.bias.normal_(0, 0.1)
-  return model
+  return torch_refs.randomize_batch_norm(build().eval())
 
 
 def _images(height: int, width: int) -> np.ndarray:

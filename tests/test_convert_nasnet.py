@@ -264,13 +264,7 @@ def timm_large():
   model = torch_refs.timm.models.nasnet.NASNetALarge(
       num_features=_PENULTIMATE, stem_size=_STEM, num_classes=10).eval()
   with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.running_mean.normal_(0, 0.1)
-        module.running_var.uniform_(0.5, 1.5)
-        module.weight.normal_(1, 0.1)
-        module.bias.normal_(0, 0.1)
-    model = model.double()
+    model = torch_refs.randomize_batch_norm(model).double()
     # With 2 threads on 2 busy cores, torch's first call of each conv stalls
     # (28 s for this network, measured; 0.1 s on one thread).
     threads = torch.get_num_threads()
