@@ -32,10 +32,7 @@ def main(argv):
   # Read when TensorFlow starts, which the imports below do.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from jaxcnn import predict
-  import tensorflow as tf
-
-  # TensorFlow only decodes images: it must not take the accelerators.
-  tf.config.set_visible_devices([], 'GPU')
+  predict.keep_tensorflow_off_accelerators()
   logging.set_verbosity(logging.ERROR)  # Orbax warns about optional files.
   try:
     predict.run(FLAGS.checkpoint, argv[1:], top=FLAGS.top_k,

@@ -26,6 +26,16 @@ from jaxcnn.data import catalog
 CONFIG_FILE = 'config.json'
 
 
+def keep_tensorflow_off_accelerators() -> None:
+  """Where TensorFlow is installed (it decodes image files), hides the GPUs
+  from it: they are JAX's. Without it, .npy inputs still work."""
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  tf.config.set_visible_devices([], 'GPU')
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
   """Centre crop of `crop_fraction` of the short side, resized to

@@ -72,26 +72,38 @@ def test_predict_loads_a_checkpoint_and_predicts_npy_without_tensorflow(
   # A converted checkpoint (no run config) of LeNet-5 with random weights.
   out = _run('''
       import json
+      import runpy
       import numpy as np
       from jaxcnn import convert, models, predict
       from tests import test_export
+      root = sys.argv[1]
       model = models.create('lenet5', num_classes=10)
       variables = test_export.random_variables(model, (32, 32, 1))
-      convert.save(sys.argv[1] + '/weights', variables, {
+      convert.save(root + '/weights', variables, {
           'task': 'classification', 'model': 'lenet5', 'num_classes': 10,
           'preprocessing': {}})
       images = np.random.default_rng(0).normal(
           size=(2, 32, 32, 1)).astype(np.float32)
-      np.save(sys.argv[1] + '/batch.npy', images)
-      [first, second] = predict.run(sys.argv[1] + '/weights',
-                                    [sys.argv[1] + '/batch.npy'], top=1)
+      np.save(root + '/batch.npy', images)
+      [first, second] = predict.run(root + '/weights',
+                                    [root + '/batch.npy'], top=1)
       want = np.asarray(model.apply(variables, images)).argmax(-1).tolist()
+      sys.argv = ['predict.py', f'--checkpoint={root}/weights',
+                  '--top_k=1', f'--output={root}/cli.jsonl',
+                  f'{root}/batch.npy']
+      try:
+        runpy.run_path('predict.py', run_name='__main__')
+      except SystemExit as e:
+        assert not e.code, e.code
+      with open(root + '/cli.jsonl') as f:
+        cli = [json.loads(line)['classes'][0] for line in f]
       print(json.dumps({
           'classes': [first.classes[0], second.classes[0]], 'want': want,
+          'cli': cli,
           'tensorflow': [m for m, module in sys.modules.items()
                          if module is not None and m.split('.')[0] in (
                              'tensorflow', 'tensorflow_datasets')]}))
       ''', str(tmp_path))
   result = json.loads(out.splitlines()[-1])
-  assert result['classes'] == result['want']
+  assert result['classes'] == result['want'] == result['cli']
   assert result['tensorflow'] == []
