@@ -1,22 +1,15 @@
 """Every recipe in configs/ loads, is locked and names real models/datasets
 with fields those models have."""
 
-import glob
 import importlib
-import os
 
 import pytest
 
 from jaxcnn import models
 from jaxcnn.data import datasets
+from tests import recipes
 
-_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                           'configs')
-RECIPES = sorted(
-    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(_CONFIG_DIR,
-                                                             '*.py'))
-    if not os.path.basename(p).startswith('_') and
-    os.path.basename(p) not in ('base.py', 'efficientnet.py', 'nasnet.py'))
+RECIPES = recipes.NAMES
 
 
 def test_the_issue_recipes_exist():
