@@ -5,7 +5,8 @@
 Finds every depthwise layer of the model at its recipe's image size (input
 shape, kernel, stride, padding: what `layers.DepthwiseConv` is called with
 in a forward pass) and times, per distinct layer and per implementation
-(`--implementations`), forward and both gradients of `layers.DepthwiseConv`
+(`--implementations`: the depthwise choices of jaxcnn/models/lowering.py),
+forward and both gradients of `layers.DepthwiseConv`
 in the model's compute dtype: the median of `--steps` calls after
 compilation and a warm-up call, device synchronised. Reports milliseconds
 per layer, their sum over the network (each layer times how often the
@@ -36,6 +37,7 @@ from benchmarks import report as report_lib
 from benchmarks import train_throughput
 from jaxcnn import models
 from jaxcnn.models import layers
+from jaxcnn.models import lowering
 
 FLAGS = flags.FLAGS
 
@@ -49,8 +51,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
   flags.DEFINE_enum('dtype', 'bfloat16', train_throughput.DTYPES,
                     'Compute dtype (parameters stay float32).')
-  flags.DEFINE_list('implementations', ['conv', 'taps', 'pallas'],
-                    'layers.DepthwiseConv implementations to time.')
+  flags.DEFINE_list('implementations', list(lowering.CHOICES['depthwise']),
+                    'Depthwise lowerings to time (lowering.CHOICES).')
   flags.DEFINE_integer('steps', 20, 'Timed calls per layer.')
   flags.DEFINE_string('json_out', '', 'Also write the report here as JSON.')
 
@@ -82,8 +84,8 @@ def least_bytes(layer: Layer, dtype: Any) -> int:
   """Bytes forward and both gradients must move at least: x and y three
   times each (the kernel is negligible)."""
   shape, kernel_size, stride, padding = layer
-  module = layers.DepthwiseConv(kernel_size, stride, padding,
-                                implementation='conv', dtype=dtype)
+  module = lowering.XLA.depthwise_conv(kernel_size, stride, padding,
+                                       dtype=dtype)
   x = jax.ShapeDtypeStruct(shape, dtype)
   params = jax.eval_shape(module.init, jax.random.key(0), x)
   y = jax.eval_shape(module.apply, params, x)
@@ -107,10 +109,11 @@ def measured_bandwidth(size_bytes: int = 0, repeats: int = 5
 
 def time_layer(layer: Layer, implementation: str, dtype: Any,
                steps: int) -> float:
-  """Median seconds of forward + both gradients of one DepthwiseConv."""
+  """Median seconds of forward + both gradients of one DepthwiseConv
+  lowered as `implementation`."""
   shape, kernel_size, stride, padding = layer
-  module = layers.DepthwiseConv(kernel_size, stride, padding,
-                                implementation=implementation, dtype=dtype)
+  module = lowering.Lowering(depthwise=implementation).depthwise_conv(
+      kernel_size, stride, padding, dtype=dtype)
   rng = np.random.RandomState(0)
   x = jnp.asarray(rng.normal(size=shape), dtype)
   params = module.init(jax.random.key(0), x)
@@ -158,7 +161,8 @@ def network_seconds(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def fastest(rows: list[dict[str, Any]]) -> str | None:
   """The implementation fastest over the network, of those that ran on
-  every layer: what to pass as --model_kwarg=depthwise=... elsewhere."""
+  every layer: what to pass as --config.lowering.depthwise=... (or
+  benchmarks' --lowering=depthwise=...) elsewhere."""
   totals = network_seconds(rows)
   return min(totals, key=totals.get) if totals else None
 

@@ -192,8 +192,6 @@ def table(result: dict[str, Any], top: int) -> str:
 def main(argv):
   del argv
   config, recipe = train_throughput.config_from_flags()
-  fastest = train_throughput.parse_fastest(FLAGS.fastest)
-  train_throughput.use_fastest(fastest)
   config.half_precision = FLAGS.dtype == 'bfloat16'
   config.batch_size = FLAGS.batch
   result = profile(config, FLAGS.batch, FLAGS.steps, FLAGS.warmup,
@@ -206,7 +204,8 @@ def main(argv):
   report = {'command': 'python -m benchmarks.profile_step ' +
                        ' '.join(sys.argv[1:]),
             'model': FLAGS.model, 'recipe': recipe,
-            'model_kwargs': config.model_kwargs.to_dict(), 'fastest': fastest,
+            'model_kwargs': config.model_kwargs.to_dict(),
+            'lowering': config.lowering.to_dict(),
             'xla_flags': os.environ.get('XLA_FLAGS', ''), 'batch': FLAGS.batch,
             'dtype': FLAGS.dtype, 'device': f'{device.platform}: '
                                             f'{device.device_kind}',

@@ -20,7 +20,6 @@ no TensorFlow.
 
 import ast
 import concurrent.futures
-import contextlib
 import datetime
 import functools
 import importlib
@@ -46,7 +45,7 @@ from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
 from jaxcnn import tasks
-from jaxcnn.models import layers
+from jaxcnn.models import lowering
 
 DTYPES = ('float32', 'bfloat16')
 
@@ -60,11 +59,11 @@ def define_model_flags() -> None:
                       "model's own recipe if there is one, else base).")
   flags.DEFINE_multi_string(
       'model_kwarg', [], 'Model field NAME=VALUE (a Python literal, else a '
-      'string), e.g. depthwise=conv; repeat for more.')
+      'string), e.g. width=1.5; repeat for more.')
   flags.DEFINE_multi_string(
-      'fastest', [], "Overrides what 'auto' picks on this platform "
-      '(layers.FASTEST), KIND=IMPLEMENTATION, e.g. max_pool_backward=xla; '
-      'repeat for more.')
+      'lowering', [], "KIND=CHOICE of the recipe's lowering (what 'auto' "
+      'picks on this platform otherwise; jaxcnn/models/lowering.py), e.g. '
+      'max_pool_backward=xla; repeat for more.')
   flags.DEFINE_integer('batch', 256, 'Global batch size.')
   flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
   flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
@@ -96,7 +95,7 @@ def _name_value_pairs(flag: str, items: list[str]) -> Iterator[tuple[str,
 
 
 def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
-  """{'depthwise': 'conv', 'padding': 'same'} from ['depthwise=conv', ...]."""
+  """{'width': 1.5, 'padding': 'same'} from ['width=1.5', ...]."""
   kwargs = {}
   for name, value in _name_value_pairs('model_kwarg', items):
     try:
@@ -106,24 +105,18 @@ def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
   return kwargs
 
 
-def parse_fastest(items: list[str]) -> dict[str, str]:
+def parse_lowering(items: list[str]) -> dict[str, str]:
   """{'max_pool_backward': 'xla'} from ['max_pool_backward=xla'], checked
-  against layers.IMPLEMENTATIONS."""
-  overrides = dict(_name_value_pairs('fastest', items))
-  for kind, implementation in overrides.items():
-    choices = layers.IMPLEMENTATIONS.get(kind, ('auto',))[1:]
-    if implementation not in choices:
+  against lowering.CHOICES."""
+  overrides = dict(_name_value_pairs('lowering', items))
+  for kind, choice in overrides.items():
+    choices = lowering.CHOICES.get(kind, ())
+    if choice not in choices:
       raise app.UsageError(
-          f'--fastest={kind}={implementation}: KIND is one of '
-          f'{", ".join(layers.IMPLEMENTATIONS)}, IMPLEMENTATION one of its '
-          f'{", ".join(choices) or "implementations"}.')
+          f'--lowering={kind}={choice}: KIND is one of '
+          f'{", ".join(lowering.CHOICES)}, CHOICE one of its '
+          f'{", ".join(choices) or "choices"}.')
   return overrides
-
-
-def use_fastest(overrides: dict[str, str]) -> None:
-  """Makes 'auto' pick `overrides` on this platform, in this process."""
-  for kind, implementation in overrides.items():
-    layers.FASTEST[kind][jax.default_backend()] = implementation
 
 
 def config_from_flags() -> tuple[ml_collections.ConfigDict, str]:
@@ -132,6 +125,7 @@ def config_from_flags() -> tuple[ml_collections.ConfigDict, str]:
   if FLAGS.image_size:
     config.image_size = FLAGS.image_size
   config.model_kwargs.update(parse_model_kwargs(FLAGS.model_kwarg))
+  config.lowering.update(parse_lowering(FLAGS.lowering))
   return config, recipe
 
 
@@ -159,32 +153,21 @@ def step_flops(stage: Any) -> float:
   return float(sum(a.get('flops', 0.0) for a in analysis or []))
 
 
-def model_flops(fn: Callable[..., Any], *args: Any) -> float:
-  """FLOPs of fn(*args) by XLA's cost analysis of the unoptimised program
-  lowered for the CPU (the GPU's analysis counts no convolutions), with
-  XLA's own implementation wherever 'auto' picks (layers.FASTEST): the
-  network's count, the same on every platform, as im2col matmuls and taps
-  also count the padding that XLA's convolutions skip."""
+def model_flops(config: ml_collections.ConfigDict, batch: int,
+                num_classes: int = 1000) -> float:
+  """FLOPs of the train step of `config` by XLA's cost analysis of the
+  unoptimised program lowered for the CPU (the GPU's analysis counts no
+  convolutions), with XLA's own lowering of every layer: the network's
+  count, the same on every platform, as im2col matmuls and taps also count
+  the padding that XLA's convolutions skip. Abstract: nothing is allocated."""
+  config = config.copy_and_resolve_references()
+  config.lowering.update(lowering.XLA.as_dict())
+  train_step = build_train_step(config, batch, num_classes, abstract=True)
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
   specs = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
-  with xla_implementations():
-    # A new function object: no trace cached under other implementations.
-    return step_flops(jax.jit(functools.partial(fn)).lower(*specs))
-
-
-@contextlib.contextmanager
-def xla_implementations() -> Iterator[None]:
-  """Within the block, 'auto' picks XLA's own implementation of every kind
-  on every platform."""
-  saved = {kind: dict(table) for kind, table in layers.FASTEST.items()}
-  for table in layers.FASTEST.values():
-    table.clear()
-  try:
-    yield
-  finally:
-    for kind, table in saved.items():
-      layers.FASTEST[kind].update(table)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu),
+      (train_step.state, train_step.data))
+  return step_flops(jax.jit(train_step.step_fn).lower(*specs))
 
 
 def peak_memory(compiled: Any, device: jax.Device) -> tuple[int, str]:
@@ -231,18 +214,21 @@ def measured_peak_flops(dtype: Any, size: int = 0, chain: int = 8,
 
 
 class TrainStep(NamedTuple):
-  """The recipe's jitted train step, its inputs, and the unjitted step."""
+  """The recipe's jitted train step, its inputs, the unjitted step, and
+  the model's lowering on this platform (as a run's)."""
   jitted: Any
   step_fn: Callable[..., Any]
   state: Any
   data: dict[str, jax.Array]
+  lowering: lowering.Lowering
 
 
 def build_train_step(config: ml_collections.ConfigDict, batch: int,
-                     num_classes: int = 1000) -> TrainStep:
+                     num_classes: int = 1000,
+                     abstract: bool = False) -> TrainStep:
   """The run's own train step (`step.make_train_step`: its task's loss,
   freezing and non-finite handling included) of `config` on synthetic data
-  already on device."""
+  already on device (with `abstract`, its state only as shapes)."""
   config = config.copy_and_resolve_references()
   config.num_classes = num_classes
   task = tasks.create(config)
@@ -253,18 +239,25 @@ def build_train_step(config: ml_collections.ConfigDict, batch: int,
   # benchmark's few steps untrained, and the two last losses incomparable.
   schedule = optax.constant_schedule(optim.peak_learning_rate(config))
   tx = optim.create_optimizer(config, schedule)
-  variables = jax.jit(functools.partial(
-      state_lib.initial_variables, model, image_shape=shape))(
-          state_lib.init_key(0))
-  state = state_lib.create(model, tx, variables, config.ema_decay > 0)
+  init = functools.partial(state_lib.initial_variables, model,
+                           image_shape=shape)
+
+  def make_state(variables):
+    return state_lib.create(model, tx, variables, config.ema_decay > 0)
+
+  if abstract:
+    state = jax.eval_shape(lambda: make_state(init(state_lib.init_key(0))))
+  else:
+    state = make_state(jax.jit(init)(state_lib.init_key(0)))
   state_sharding = sharding.state_shardings(mesh, state)
-  state = jax.device_put(state, state_sharding)
+  if not abstract:
+    state = jax.device_put(state, state_sharding)
   data = sharding.global_batch(
       task.dummy_batch(model, batch, config.image_size),
       sharding.batch_sharding(mesh))
   jitted = step_lib.make_train_step(config, task, model, schedule, mesh,
                                     state_sharding, total_steps=0)
-  return TrainStep(jitted, jitted.__wrapped__, state, data)
+  return TrainStep(jitted, jitted.__wrapped__, state, data, model.lowering)
 
 
 def median_step(compiled: Any, state: Any, data: dict[str, jax.Array],
@@ -296,7 +289,8 @@ def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
   return {'parameters': sum(p.size for p in jax.tree.leaves(state.params)),
           'compile_s': compile_s, 'step_s': step_s,
           'images_per_s': batch / step_s,
-          'flops_per_step': model_flops(train_step.step_fn, state, data),
+          'flops_per_step': model_flops(config, batch, num_classes),
+          'lowering': train_step.lowering.as_dict(),
           'peak_memory_bytes': memory, 'memory_source': memory_source,
           'loss': float(metrics['loss'])}
 
@@ -308,18 +302,14 @@ def utilisation(flops_per_step: float, step_s: float,
 
 
 def _jax_run(config: ml_collections.ConfigDict, batch: int, steps: int,
-             warmup: int, num_classes: int,
-             fastest: dict[str, str]) -> dict[str, Any]:
+             warmup: int, num_classes: int) -> dict[str, Any]:
   """measure() with the device, its measured peak and the MFU."""
-  use_fastest(fastest)
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   peak, peak_matmul = measured_peak_flops(dtype)
   result = measure(config, batch, steps, warmup, num_classes)
   device = jax.devices()[0]
   return {**result, 'peak_flops_per_s': peak, 'peak_matmul': peak_matmul,
           **utilisation(result['flops_per_step'], result['step_s'], peak),
-          'implementations': {kind: layers.resolve(kind, 'auto')
-                              for kind in layers.IMPLEMENTATIONS},
           'platform': device.platform,
           'device': f'{device.platform}: {device.device_kind}',
           'devices': jax.device_count()}
@@ -354,16 +344,14 @@ def _call(isolate: bool, fn: Callable[..., dict], *args: Any) -> dict:
 
 def run(config: ml_collections.ConfigDict, dtype: str, batch: int, steps: int,
         warmup: int, *, num_classes: int = 1000, peer: str = 'torch',
-        peer_compile: str = 'auto', isolate: bool = True,
-        fastest: dict[str, str] | None = None) -> dict[str, Any]:
-  """jaxcnn and (unless peer='none') its torch peer in `dtype`, and the
-  ratio of their images/s. The peer's MFU counts the jaxcnn step's FLOPs.
-  `fastest`: overrides of layers.FASTEST for the jaxcnn step."""
+        peer_compile: str = 'auto', isolate: bool = True) -> dict[str, Any]:
+  """jaxcnn (with `config.lowering`) and (unless peer='none') its torch
+  peer in `dtype`, and the ratio of their images/s. The peer's MFU counts
+  the jaxcnn step's FLOPs."""
   config = config.copy_and_resolve_references()
   config.half_precision = dtype == 'bfloat16'
   config.batch_size = batch  # The learning rate scales with it.
-  ours = _call(isolate, _jax_run, config, batch, steps, warmup, num_classes,
-               fastest or {})
+  ours = _call(isolate, _jax_run, config, batch, steps, warmup, num_classes)
   _progress(f'jaxcnn {dtype}', ours)
   result = {'dtype': dtype, 'jaxcnn': ours}
   if peer == 'none':
@@ -426,13 +414,11 @@ def _versions() -> dict[str, str]:
 def main(argv):
   del argv
   config, recipe = config_from_flags()
-  fastest = parse_fastest(FLAGS.fastest)
   load_before = os.getloadavg()
   dtypes = DTYPES if FLAGS.dtype == 'both' else (FLAGS.dtype,)
   results = [run(config, dtype, FLAGS.batch, FLAGS.steps, FLAGS.warmup,
                  num_classes=FLAGS.num_classes, peer=FLAGS.peer,
-                 peer_compile=FLAGS.peer_compile, isolate=FLAGS.isolate,
-                 fastest=fastest)
+                 peer_compile=FLAGS.peer_compile, isolate=FLAGS.isolate)
              for dtype in dtypes]
   first = results[0]['jaxcnn']
   report = {
@@ -441,7 +427,8 @@ def main(argv):
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
       'model': FLAGS.model, 'recipe': recipe,
-      'model_kwargs': config.model_kwargs.to_dict(), 'fastest': fastest,
+      'model_kwargs': config.model_kwargs.to_dict(),
+      'lowering': config.lowering.to_dict(),
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'batch': FLAGS.batch,
       'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
       'steps': FLAGS.steps, 'warmup': FLAGS.warmup,

@@ -19,11 +19,26 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_classes = -1  # -1: the dataset's class count.
   config.half_precision = False  # bf16 compute, float32 parameters.
   config.model_kwargs = ml_collections.ConfigDict()  # Extra model fields.
+  # How the model's layers run (jaxcnn/models/lowering.py): the same
+  # function and weights either way. 'auto' is the fastest measured on the
+  # platform (benchmarks/RESULTS.md), else XLA's own. A run may resume with
+  # other choices (e.g. on another platform).
+  config.lowering = ml_collections.ConfigDict(dict(
+      depthwise='auto',  # Or 'conv', 'taps', 'pallas' (GPUs).
+      pointwise='auto',  # 1x1 convolutions: 'conv' or 'matmul'.
+      small_output_conv='auto',  # Outputs smaller than the kernel: 'conv'
+                                 # or 'im2col'.
+      max_pool_backward='auto'))  # 'xla' or 'taps'.
 
   # Data.
   config.dataset = 'imagenet2012'
-  config.data_dir = config_dict.placeholder(str)  # Local path or gs://.
+  # tfds data dir: a local path or gs://. For dataset='image_folder', your
+  # folder of DIR/train/<class>/* images (and DIR/val/<class>/*).
+  config.data_dir = config_dict.placeholder(str)
   config.download = False  # Let tfds download a missing dataset.
+  # The part of each class an image folder without val/ holds out to
+  # evaluate on: the same files on every run.
+  config.val_fraction = 0.1
   config.image_size = 224
   config.train_crop = 'random_resized'  # Or 'pad_and_crop', 'resize'.
   config.crop_padding = 4  # For 'pad_and_crop'.
@@ -43,6 +58,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Durations.
   config.batch_size = 1024  # Global, over all devices and processes.
+  # Each step runs its batch as this many microbatches in sequence, with one
+  # update of their mean gradient: less memory, the same steps and schedule.
+  # BatchNorm normalises each microbatch by its own statistics and updates
+  # its running ones once per microbatch (jaxcnn/step.py). batch_size must
+  # divide into them, each divisible by the device count.
+  config.grad_accum_steps = 1
   config.eval_batch_size = 1024
   config.num_epochs = 90.0
   config.num_steps = -1
@@ -71,6 +92,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 1e-4  # Never on BatchNorm parameters or biases.
   config.weight_decay_mode = 'l2'  # In the loss; or 'decoupled'.
   config.label_smoothing = 0.1
+  # Mixup / CutMix of the training batches (classification, on device, one
+  # draw per batch): the mixing weight is drawn from Beta(alpha, alpha); 0
+  # turns each off. A batch is mixed with probability mixup_prob; with both
+  # alphas positive, it is CutMix with probability mixup_switch_prob.
+  config.mixup_alpha = 0.0
+  config.cutmix_alpha = 0.0
+  config.mixup_prob = 1.0
+  config.mixup_switch_prob = 0.5
   # Weight of the auxiliary head's loss, for models that have one (NASNet's
   # aux_head=True).
   config.aux_loss_weight = 0.4

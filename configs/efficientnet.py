@@ -24,11 +24,6 @@ def get_config(variant: str):
   config.model = name
   config.dataset = 'imagenet2012'
   config.image_size = size
-  # layers.DepthwiseConv: 'auto' (the measured fastest here), 'conv', 'taps',
-  # 'pallas' (GPUs only).
-  config.model_kwargs.depthwise = 'auto'
-  # 1x1 convolutions (layers.conv_lowering): 'auto', 'conv', 'matmul'.
-  config.model_kwargs.pointwise = 'auto'
   config.interpolation = 'bicubic'
   config.eval_crop_fraction = size / (size + _CROP_PADDING)
   config.augment = 'autoaugment'

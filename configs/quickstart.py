@@ -24,5 +24,10 @@ def get_config():
   config.lr_batch_size = 64
   config.weight_decay = 5e-4
   config.label_smoothing = 0.0
+  # The README's figures are of XLA's convolutions: 'auto' would run
+  # LeNet-5's conv3 (5x5 on a 5x5 map) as an im2col matmul on CPU, with
+  # other last bits and no measured gain (benchmarks/RESULTS.md, "One
+  # lowering policy").
+  config.lowering.small_output_conv = 'conv'
   config.lock()
   return config

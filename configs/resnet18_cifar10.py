@@ -9,8 +9,6 @@ def get_config():
   config = base.get_config()
   config.model = 'resnet18'
   config.dataset = 'cifar10'
-  # 1x1 convolutions (layers.conv_lowering): 'auto', 'conv', 'matmul'.
-  config.model_kwargs.pointwise = 'auto'
   config.image_size = 32
   config.train_crop = 'pad_and_crop'
   config.eval_crop_fraction = 1.0

@@ -12,7 +12,5 @@ def get_config():
   config = base.get_config()
   config.model = 'resnet50'
   config.dataset = 'imagenet2012'
-  # 1x1 convolutions (layers.conv_lowering): 'auto', 'conv', 'matmul'.
-  config.model_kwargs.pointwise = 'auto'
   config.lock()
   return config

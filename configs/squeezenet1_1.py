@@ -8,8 +8,6 @@ def get_config():
   config = base.get_config()
   config.model = 'squeezenet1_1'
   config.dataset = 'imagenet2012'
-  # 1x1 convolutions (layers.conv_lowering): 'auto', 'conv', 'matmul'.
-  config.model_kwargs.pointwise = 'auto'
   config.batch_size = 512
   config.eval_batch_size = 512
   config.learning_rate = 0.04

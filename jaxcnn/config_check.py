@@ -17,6 +17,7 @@ import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
 from jaxcnn.data import catalog
+from jaxcnn.data import image_folder
 
 ON_NONFINITE = ('halt', 'skip')
 # Derived data seeds (seed * 65_536 + shard, then * 1_000_003 + epoch) must
@@ -136,6 +137,22 @@ def _mapping(value: Any) -> str | None:
   return 'must be a ConfigDict of model fields'
 
 
+def _lowering(value: Any) -> str | None:
+  """A choice, or 'auto', per kind of jaxcnn.models.lowering."""
+  from jaxcnn.models import lowering  # JAX: imported only when checking.
+  if _mapping(value):
+    return 'must be a ConfigDict of lowering choices'
+  value = dict(value.to_dict() if hasattr(value, 'to_dict') else value)
+  kinds = ', '.join(lowering.CHOICES)
+  if set(value) != set(lowering.CHOICES):
+    return f'must have exactly the kinds {kinds}'
+  for kind, choices in lowering.CHOICES.items():
+    if value[kind] not in (lowering.AUTO, *choices):
+      return (f'{kind} must be one of {lowering.AUTO}, {", ".join(choices)} '
+              f'(got {value[kind]!r})')
+  return None
+
+
 def _epoch_boundaries(value: Any) -> str | None:
   if (isinstance(value, (tuple, list)) and all(map(_is_number, value)) and
       all(e >= 0 for e in value) and
@@ -152,9 +169,12 @@ FIELD_RULES: dict[str, Rule] = {
     'num_classes': _integer(1, unset="the dataset's class count"),
     'half_precision': _boolean,
     'model_kwargs': _mapping,
-    'dataset': _one_of(sorted(catalog.DATASETS)),
+    'lowering': _lowering,
+    # Read when checking: jaxcnn.search registers validation splits.
+    'dataset': lambda value: _one_of(catalog.names())(value),
     'data_dir': _optional_path(must_exist=False),
     'download': _boolean,
+    'val_fraction': _number(0, 1, low_open=True, high_open=True),
     'image_size': _integer(1),
     'train_crop': _one_of(catalog.TRAIN_CROPS),
     'crop_padding': _integer(0),
@@ -168,6 +188,7 @@ FIELD_RULES: dict[str, Rule] = {
     'shuffle_buffer': _integer(1),
     'data_shards': _integer(1, unset='one per process'),
     'batch_size': _integer(1),
+    'grad_accum_steps': _integer(1),
     'eval_batch_size': _integer(1),
     'num_epochs': _number(0),
     'num_steps': _integer(0, unset='use num_epochs'),
@@ -198,6 +219,10 @@ FIELD_RULES: dict[str, Rule] = {
     'weight_decay_mode': lambda value: _one_of(
         _optim().WEIGHT_DECAY_MODES)(value),
     'label_smoothing': _fraction_below_one,
+    'mixup_alpha': _number(0),
+    'cutmix_alpha': _number(0),
+    'mixup_prob': _number(0, 1),
+    'mixup_switch_prob': _number(0, 1),
     'aux_loss_weight': _number(0),
     'grad_clip_norm': _number(0),
     'ema_decay': _fraction_below_one,
@@ -231,6 +256,30 @@ def _problem(config: Any, field: str, reason: str) -> str:
   return f'--config.{field}={_show(config[field])}: {reason}'
 
 
+def _dataset_spec(config: Any, valid: set[str],
+                  problems: list[str]) -> catalog.DatasetSpec | None:
+  """The spec of the run's dataset, or None when it cannot be known; an
+  image folder's is read from data_dir, whose problems are added."""
+  if 'dataset' not in valid:
+    return None
+  if config['dataset'] != catalog.IMAGE_FOLDER:
+    return catalog.get_spec(config['dataset'])
+  if 'data_dir' not in valid:
+    return None
+  data_dir = config['data_dir']
+  if data_dir is None or '://' in data_dir:
+    reason = (f'--config.dataset={catalog.IMAGE_FOLDER} needs the local '
+              'folder of your images, DIR with DIR/train/<class>/*')
+  else:
+    try:
+      image_folder.check(data_dir)
+      return catalog.get_spec(catalog.IMAGE_FOLDER, data_dir)
+    except image_folder.ImageFolderError as e:
+      reason = str(e).rstrip('.')
+  problems.append(_problem(config, 'data_dir', reason))
+  return None
+
+
 def _related_problems(config: Any, valid: set[str]) -> list[str]:
   """Rules between fields whose own values are `valid`."""
   problems = []
@@ -239,8 +288,11 @@ def _related_problems(config: Any, valid: set[str]) -> list[str]:
     if {used, steps} <= valid and config[steps] < 0 and config[used] <= 0:
       problems.append(_problem(config, used, f'must be positive when '
                                f'--config.{steps} is -1'))
-  spec = (catalog.DATASETS[config['dataset']] if 'dataset' in valid
-          else None)
+  if {'batch_size', 'grad_accum_steps'} <= valid and (
+      config['batch_size'] % config['grad_accum_steps']):
+    problems.append(_problem(config, 'grad_accum_steps', 'must divide '
+                             f"--config.batch_size ({config['batch_size']})"))
+  spec = _dataset_spec(config, valid, problems)
   if spec and 'num_classes' in valid and 0 < config['num_classes'] < (
       spec.num_classes):
     problems.append(_problem(
@@ -254,9 +306,21 @@ def _related_problems(config: Any, valid: set[str]) -> list[str]:
     kwargs = dict(kwargs.to_dict() if hasattr(kwargs, 'to_dict') else kwargs)
     num_classes = (config['num_classes'] if config['num_classes'] > 0 else
                    spec.num_classes if spec else 1000)
+    # A task with registered models takes only those (one building its own
+    # network, as a test's, has none).
+    task = config['task'] if 'task' in valid else 'classification'
+    if models.names(task) and models.task_of(config['model']) != task:
+      problems.append(_problem(
+          config, 'model',
+          f"is a {models.task_of(config['model'])} model; the {task} task "
+          f"takes one of {', '.join(models.names(task))}"))
+      return problems
     try:
       module = models.create(config['model'], num_classes=num_classes,
                              **kwargs)
+      if isinstance(kwargs.get('genotype'), str):  # NASNet: parsed at init.
+        from jaxcnn.models import genotype
+        genotype.parse(kwargs['genotype'])
     except ValueError as e:
       problems.append(_problem(config, 'model_kwargs',
                                str(e).rstrip('.')))
@@ -291,6 +355,14 @@ def _parallel_problems(config: Any, valid: set[str], device_count: int,
     if failed:
       problems.append(_problem(config, field, 'must be divisible by ' +
                                ' and '.join(failed)))
+  if {'batch_size', 'grad_accum_steps'} <= valid:
+    batch, steps = config['batch_size'], config['grad_accum_steps']
+    if not batch % steps and not batch % device_count and (
+        batch // steps % device_count):
+      problems.append(_problem(
+          config, 'grad_accum_steps', f'must leave microbatches (--config.'
+          f'batch_size={batch} / {steps} = {batch // steps}) divisible by '
+          f'the device count ({device_count})'))
   return problems
 
 

@@ -43,6 +43,7 @@ from jaxcnn import keras_import
 from jaxcnn import models
 from jaxcnn.models import efficientnet
 from jaxcnn.models import layers
+from jaxcnn.models import lowering
 from jaxcnn.models import nasnet
 
 SOURCES = ('torchvision', 'timm', 'timm_torch', 'keras')
@@ -106,7 +107,7 @@ def _mbconv(parts: tuple[dict[str, str], ...], stage_offset: int
   return rule
 
 
-_EFFICIENTNET_RULES: dict[str, tuple[Rule, ...]] = {
+EFFICIENTNET_RULES: dict[str, tuple[Rule, ...]] = {
     'torchvision': (
         (r'features\.0\.0', 'stem_conv'),
         (r'features\.0\.1', 'stem_bn'),
@@ -124,7 +125,7 @@ _EFFICIENTNET_RULES: dict[str, tuple[Rule, ...]] = {
         (r'classifier', 'head'),
     ),
 }
-_EFFICIENTNET_RULES['timm'] = _EFFICIENTNET_RULES['timm_torch']
+EFFICIENTNET_RULES['timm'] = EFFICIENTNET_RULES['timm_torch']
 
 # timm nasnetalarge: cells by name, their parts, separable branch parts.
 _TIMM_NASNET_CELLS = {'cell_stem_': 'stem_', 'cell_': 'cell_',
@@ -193,7 +194,7 @@ _FAMILIES = {
     'alexnet': _Family({'torchvision': _ALEXNET_RULES},
                        chw_inputs={'classifier_1': (256, 6, 6)}),
     'squeezenet': _Family({'torchvision': _SQUEEZENET_RULES}),
-    'efficientnet': _Family(_EFFICIENTNET_RULES, _efficientnet_overrides),
+    'efficientnet': _Family(EFFICIENTNET_RULES, _efficientnet_overrides),
     'nasnet': _Family(_NASNET_RULES, _nasnet_overrides),
 }
 
@@ -270,12 +271,20 @@ def detect_source(keys: Any) -> str:
   return 'torchvision'
 
 
+def _fields(needed: dict[str, Any], overrides: dict[str, Any]
+            ) -> dict[str, Any]:
+  """The converted model's fields: what the weights need, this platform's
+  lowering (as a run's), then the caller's `overrides`."""
+  return {'lowering': lowering.for_platform(jax.default_backend()),
+          **needed, **overrides}
+
+
 def model_kwargs(name: str, source: str) -> dict[str, Any]:
   """Model fields (beyond the defaults) that `source`'s weights need."""
   return _family(name).overrides(name, source)
 
 
-def _module_path(rules: tuple[Rule, ...], module: str) -> str | None:
+def module_path(rules: tuple[Rule, ...], module: str) -> str | None:
   for pattern, target in rules:
     match = re.fullmatch(pattern, module)
     if match:
@@ -283,20 +292,20 @@ def _module_path(rules: tuple[Rule, ...], module: str) -> str | None:
   return None
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
   if hasattr(value, 'detach'):  # A torch tensor.
     value = value.detach().cpu().numpy()
   return np.asarray(value)
 
 
-def _reference_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+def reference_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
   """The torch shape of a Flax parameter: conv (O, I/g, kh, kw), dense (O, I)."""
   if len(shape) == 4:
     return (shape[3], shape[2], shape[0], shape[1])
   return shape[::-1] if len(shape) == 2 else shape
 
 
-def _to_flax(value: np.ndarray, chw: tuple[int, int, int] | None
+def to_flax(value: np.ndarray, chw: tuple[int, int, int] | None
              ) -> np.ndarray:
   if value.ndim == 4:
     return value.transpose(2, 3, 1, 0)
@@ -308,7 +317,7 @@ def _to_flax(value: np.ndarray, chw: tuple[int, int, int] | None
   return value
 
 
-def _target(leaf: str, is_bn: bool) -> tuple[str, str] | None:
+def reference_target(leaf: str, is_bn: bool) -> tuple[str, str] | None:
   """(collection, leaf) of a reference parameter or buffer."""
   if leaf == 'weight':
     return ('params', 'scale' if is_bn else 'kernel')
@@ -316,7 +325,7 @@ def _target(leaf: str, is_bn: bool) -> tuple[str, str] | None:
           'running_var': ('batch_stats', 'var')}.get(leaf)
 
 
-def _raise(name: str, source: str, problems: list[str]) -> None:
+def raise_misfit(name: str, source: str, problems: list[str]) -> None:
   raise ValueError(f'The {source} weights do not fit {name}:\n  ' +
                    '\n  '.join(problems))
 
@@ -354,7 +363,7 @@ def from_torch(name: str, state_dict: Mapping[str, Any],
     prefix, _, leaf = key.rpartition('.')
     if leaf == 'num_batches_tracked':
       continue
-    path = _module_path(rules, prefix)
+    path = module_path(rules, prefix)
     if path is None:
       problems.append(f'unexpected {key}')
     else:
@@ -363,30 +372,32 @@ def from_torch(name: str, state_dict: Mapping[str, Any],
     heads = [key for key, (path, leaf) in paths.items()
              if (path, leaf) == ('head', 'weight')]
     if not heads:
-      _raise(name, source, ['missing the classifier weight', *problems])
+      raise_misfit(name, source,
+                   ['missing the classifier weight', *problems])
     num_classes = int(np.shape(state_dict[heads[0]])[0])
 
   module = models.create(name, num_classes=num_classes,
-                         **{**model_kwargs(name, source), **overrides})
+                         **_fields(model_kwargs(name, source), overrides))
   expected = _expected_shapes(module)
   flat, matched = {}, set()
   for key, (path, leaf) in paths.items():
-    target = _target(leaf, ('params', *path.split('/'), 'scale') in expected)
+    target = reference_target(
+        leaf, ('params', *path.split('/'), 'scale') in expected)
     full = target and (target[0], *path.split('/'), target[1])
     if full not in expected:
       problems.append(f'unexpected {key}')
       continue
     matched.add(full)
-    value = _to_numpy(state_dict[key])
-    want = _reference_shape(expected[full])
+    value = to_numpy(state_dict[key])
+    want = reference_shape(expected[full])
     if value.shape != want:
       problems.append(f'shape of {key}: got {value.shape}, expected {want}')
       continue
-    flat[full] = _to_flax(value.astype(np.float32),
+    flat[full] = to_flax(value.astype(np.float32),
                           family.chw_inputs.get(path))
   problems += [f'missing {"/".join(k)}' for k in expected if k not in matched]
   if problems:
-    _raise(name, source, problems)
+    raise_misfit(name, source, problems)
   return module, {'batch_stats': {}, **traverse_util.unflatten_dict(flat)}
 
 
@@ -423,10 +434,11 @@ def from_keras(name: str, path: str, num_classes: int | None = None,
   weights = keras_import.read_weights(path, name)
   if num_classes is None:
     if 'kernel' not in weights.get('predictions', {}):
-      _raise(name, 'keras', ['missing the classifier (predictions) weight'])
+      raise_misfit(name, 'keras',
+                   ['missing the classifier (predictions) weight'])
     num_classes = int(weights['predictions']['kernel'].shape[-1])
   module = models.create(name, num_classes=num_classes,
-                         **{**model_kwargs(name, 'keras'), **overrides})
+                         **_fields(model_kwargs(name, 'keras'), overrides))
   flat, problems = keras_import.to_flax(weights, module.num_cells)
   expected = _expected_shapes(module)
   for key, value in flat.items():
@@ -437,7 +449,7 @@ def from_keras(name: str, path: str, num_classes: int | None = None,
                       f'expected {expected[key]}')
   problems += [f'missing {"/".join(k)}' for k in expected if k not in flat]
   if problems:
-    _raise(name, 'keras', problems)
+    raise_misfit(name, 'keras', problems)
   return module, {'batch_stats': {}, **traverse_util.unflatten_dict(flat)}
 
 

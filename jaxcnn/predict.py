@@ -21,6 +21,7 @@ import numpy as np
 from jaxcnn import checkpoint
 from jaxcnn import models
 from jaxcnn.data import catalog
+from jaxcnn.models import lowering
 
 # trainer.CONFIG_FILE; the trainer is not imported, it pulls in TensorBoard.
 CONFIG_FILE = 'config.json'
@@ -137,7 +138,7 @@ class Predictor:
     return np.concatenate(out)
 
 
-def _train_config(path: str, meta: dict) -> ml_collections.ConfigDict:
+def train_config(path: str, meta: dict) -> ml_collections.ConfigDict:
   """The config.json of the run that wrote the checkpoint at `path`."""
   directory = epath.Path(path)
   for candidate in (directory, directory.parent, directory.parent.parent):
@@ -200,12 +201,15 @@ def load(path: str, use_ema: bool = False) -> Predictor:
                      'predicts classes.')
   if 'preprocessing' in meta:
     dtype = jnp.bfloat16 if meta.get('half_precision') else jnp.float32
-    model = models.create(meta['model'], num_classes=meta['num_classes'],
-                          dtype=dtype, **meta.get('model_kwargs', {}))
+    fields, legacy = lowering.split_model_kwargs(meta.get('model_kwargs', {}))
+    model = models.create(
+        meta['model'], num_classes=meta['num_classes'], dtype=dtype,
+        lowering=lowering.for_platform(jax.default_backend(), **legacy),
+        **fields)
     preprocessing = _preprocessing(meta['preprocessing'], model.in_channels)
     names = meta.get('class_names')
   else:
-    config = _train_config(path, meta)
+    config = train_config(path, meta)
     model = models.from_config(config, meta['num_classes'],
                                defaults=checkpoint.model_kwargs_of(
                                    config.init_from))

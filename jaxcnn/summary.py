@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from jaxcnn import models
 from jaxcnn.models import efficientnet
+from jaxcnn.models import lowering
 
 SUMMARY_FILE = 'model_summary.txt'
 # Default input sizes of the models not trained at 224.
@@ -131,13 +132,22 @@ def summarize(model: nn.Module, image_shape: Sequence[int],
     seen.add(path)
     own = _subtree(variables, path)
 
-    def call(own, args, module=module, kwargs=kwargs):
-      return module.apply(own, *args, **kwargs)
+    # Only the arrays are traced; Python values (e.g. a positional `train`)
+    # stay static, as in the model's own call.
+    leaves, treedef = jax.tree.flatten(args)
+    traced = [isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves]
+
+    def call(own, arrays, module=module, kwargs=kwargs, leaves=leaves,
+             traced=traced, treedef=treedef):
+      arrays = iter(arrays)
+      args = [next(arrays) if t else leaf for leaf, t in zip(leaves, traced)]
+      return module.apply(own, *jax.tree.unflatten(treedef, args), **kwargs)
 
     # Repeated blocks share their cost: one lowering per distinct layer.
     key = (repr(module.clone(name='layer')), repr((own, args, kwargs)))
     if key not in cache:
-      cache[key] = _xla_macs(call, own, args)
+      cache[key] = _xla_macs(
+          call, own, [leaf for leaf, t in zip(leaves, traced) if t])
     kernel = own.get('params', {}).get('kernel')
     macs = (math.prod(out_shape[1:-1]) * math.prod(kernel.shape)
             if kernel is not None else 0)
@@ -208,8 +218,10 @@ def main(argv: Sequence[str]) -> None:
   height, width, channels = default_image_shape(FLAGS.model)
   if FLAGS.image_size:
     height = width = FLAGS.image_size
-  model = models.create(FLAGS.model, num_classes=FLAGS.num_classes or
-                        default_num_classes(FLAGS.model))
+  model = models.create(
+      FLAGS.model, num_classes=FLAGS.num_classes or
+      default_num_classes(FLAGS.model),
+      lowering=lowering.for_platform(jax.default_backend()))
   try:
     summary = summarize(model, (height, width, channels), FLAGS.model)
   except ValueError as e:  # The model's own message: the size it takes.

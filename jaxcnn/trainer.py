@@ -21,6 +21,7 @@ from jaxcnn import optim
 from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
+from jaxcnn import summary as summary_lib
 from jaxcnn import tasks
 from jaxcnn import workdir as workdir_lib
 
@@ -123,12 +124,25 @@ def _initial_variables(config, model, mesh, init_rng):
   return variables
 
 
+def _write_summary(model: Any, image_shape: tuple[int, int, int], name: str,
+                   workdir: str) -> None:
+  """WORKDIR/model_summary.txt: the layers, parameters and MACs of the
+  run's model. A model the summary cannot describe is logged, not fatal."""
+  path = os.path.join(workdir, summary_lib.SUMMARY_FILE)
+  try:
+    summary_lib.write_summary(model, image_shape, path, name)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('No %s (%s: %s).', path, type(e).__name__, e)
+
+
 def model_defaults(config: ml_collections.ConfigDict,
                    workdir: str | None = None) -> dict[str, Any]:
   """The model fields the run's weights need, which `model_kwargs` override:
   those its own checkpoints in `workdir` recorded (so that a run resumes
   after the weights it started from are gone), else those of `init_from`
-  (e.g. torchvision EfficientNet's padding)."""
+  (e.g. torchvision EfficientNet's padding). Runs from before
+  `config.lowering` recorded `depthwise`/`pointwise` here: models.from_config
+  takes those as lowering choices."""
   if workdir:
     recorded = checkpoint.recorded_model_kwargs(
         os.path.join(workdir, 'checkpoints'))
@@ -167,7 +181,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
            run: workdir_lib.Claim, current: dict[str, Any]) -> dict[str, float]:
   task = tasks.create(config)
   defaults = model_defaults(config, workdir)
-  model = task.model(defaults)
+  model = task.model(defaults)  # With the run's lowering for this platform.
+  lowering = model.lowering.as_dict() if hasattr(model, 'lowering') else None
   data = task.input_pipeline(model, jax.process_index(), jax.process_count())
   mesh = sharding.create_mesh()
   steps_per_epoch = data.steps_per_epoch
@@ -217,8 +232,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
 
     run.started()
     is_main = jax.process_index() == 0
+    if lowering is not None:
+      logging.info('Layers lowered for %s: %s.', jax.default_backend(),
+                   model.lowering)
+      current = {**current, 'lowering': lowering}
     if is_main:
       workdir_lib.write_config(workdir, current)
+      if first_batch is not None:
+        _write_summary(model, image_shape, config.model, workdir)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
     writer.truncate_after(start_step)
     eval_every = max(1, optim.to_steps(config, 'eval_every', steps_per_epoch))
@@ -228,6 +249,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
             'model_kwargs': {**defaults, **config.model_kwargs.to_dict()},
             'half_precision': config.half_precision,
             **task.metadata(model, data)}
+    if lowering is not None:
+      meta['lowering'] = lowering
 
     def run_eval(step: int) -> dict[str, float]:
       results = {f'eval/{k}': v for k, v in evaluate(

@@ -26,13 +26,17 @@ LOCK_FILE = 'lock'
 # Fields that do not change what a run computes: a resumed run may differ.
 # (`on_nonfinite` changes nothing until a step diverges: resuming a halted run
 # with 'skip' is the way on.)
+# `lowering` changes how the layers run, not what they compute (a resumed
+# run may take another platform's).
 COSMETIC_FIELDS = frozenset({'progress_bar', 'log_every_steps', 'data_dir',
-                             'deterministic', 'on_nonfinite'})
+                             'deterministic', 'on_nonfinite', 'lowering'})
 # Config fields added after runs were saved, with the value that reproduces
 # those runs: their workdirs resume instead of being refused.
-ADDED_FIELDS = {'data_shards': -1, 'model_kwargs.depthwise': 'auto',
-                'model_kwargs.pointwise': 'auto', 'task': 'classification',
-                'aux_loss_weight': 0.4, 'cutout_size': 0}
+ADDED_FIELDS = {'data_shards': -1, 'task': 'classification',
+                'aux_loss_weight': 0.4, 'cutout_size': 0,
+                'grad_accum_steps': 1, 'mixup_alpha': 0.0,
+                'cutmix_alpha': 0.0, 'mixup_prob': 1.0,
+                'mixup_switch_prob': 0.5, 'val_fraction': 0.1}
 HEARTBEAT_SECONDS = 30.0
 # Several missed heartbeats, and room for clock skew between hosts.
 STALE_SECONDS = 300.0
@@ -80,6 +84,7 @@ def check_config(workdir: str, current: dict[str, Any],
   path = os.path.join(workdir, CONFIG_FILE)
   added = ADDED_FIELDS if added is None else added
   try:
+    current = _with_saved_lowering_fields(path, current)
     changes = saved_config.differences(path, current, cosmetic, added)
   except (ValueError, UnicodeDecodeError) as e:
     raise ConfigMismatchError(
@@ -91,6 +96,23 @@ def check_config(workdir: str, current: dict[str, Any],
         f'{workdir} holds a run with a different config ({changes}). '
         'Resume it with the same config, or pass a new --workdir to start '
         'a fresh run.')
+
+
+def _with_saved_lowering_fields(path: str,
+                                current: dict[str, Any]) -> dict[str, Any]:
+  """`current` with the model_kwargs that the config.json at `path` has
+  and that became `lowering` choices since (lowering.LEGACY_MODEL_FIELDS):
+  like `lowering`, they are not compared."""
+  from jaxcnn.models import lowering  # JAX: imported only for a saved run.
+  if not os.path.exists(path) or not isinstance(
+      current.get('model_kwargs'), dict):
+    return current
+  with open(path) as f:
+    saved = json.load(f)
+  saved = saved.get('model_kwargs') if isinstance(saved, dict) else None
+  _, legacy = lowering.split_model_kwargs(
+      saved if isinstance(saved, dict) else {})
+  return {**current, 'model_kwargs': {**legacy, **current['model_kwargs']}}
 
 
 def write_config(workdir: str, current: dict[str, Any]) -> None:

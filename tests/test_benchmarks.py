@@ -6,7 +6,6 @@ import sys
 import tempfile
 
 from absl import app
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
@@ -15,13 +14,12 @@ import benchmarks
 from benchmarks import train_throughput
 from jaxcnn import models
 from jaxcnn import optim
-from jaxcnn.models import layers
 from jaxcnn import state as state_lib
 
 _JAX_FIELDS = {'parameters', 'compile_s', 'step_s', 'images_per_s',
                'flops_per_step', 'peak_memory_bytes', 'memory_source', 'loss',
                'peak_flops_per_s', 'peak_matmul', 'achieved_flops_per_s',
-               'mfu', 'implementations', 'platform', 'device', 'devices'}
+               'mfu', 'lowering', 'platform', 'device', 'devices'}
 
 
 def _check_sane(result: dict) -> None:
@@ -183,57 +181,55 @@ def test_model_kwargs_flags_parse_literals_and_strings():
     train_throughput.parse_model_kwargs(['depthwise'])
 
 
-def test_fastest_flags_are_checked_and_reach_the_isolated_step(monkeypatch):
-  assert train_throughput.parse_fastest(
+def test_lowering_flags_are_checked_and_reach_the_isolated_step():
+  assert train_throughput.parse_lowering(
       ['max_pool_backward=xla', 'pointwise=conv']) == {
           'max_pool_backward': 'xla', 'pointwise': 'conv'}
   for bad in ('max_pool=xla', 'pointwise=auto', 'depthwise=matmul'):
     with pytest.raises(app.UsageError, match='KIND is one of depthwise, '
                        'pointwise, small_output_conv, max_pool_backward'):
-      train_throughput.parse_fastest([bad])
-  monkeypatch.setitem(layers.FASTEST, 'max_pool_backward', {'cpu': 'taps'})
-  train_throughput.use_fastest({'max_pool_backward': 'xla'})
-  assert layers.resolve('max_pool_backward', 'auto') == 'xla'
+      train_throughput.parse_lowering([bad])
 
-  # The measured step runs in a new process: the override reaches it and
-  # changes what 'auto' picks there, not the loss or the counted FLOPs.
-  def measured(fastest):
+  # The measured step runs in a new process: the config's lowering reaches
+  # it and changes how it runs there, not the loss or the counted FLOPs.
+  def measured(**choices):
     config, _ = train_throughput.load_recipe('lenet5', '')
     config.image_size = 32
+    config.lowering.update(choices)
     row = train_throughput.run(config, 'float32', batch=2, steps=1, warmup=0,
-                               num_classes=10, peer='none', fastest=fastest)
+                               num_classes=10, peer='none')
     return row['jaxcnn']
 
-  taps, xla = measured({}), measured({'max_pool_backward': 'xla'})
-  assert taps['implementations'] == {
+  taps, xla = measured(), measured(max_pool_backward='xla')
+  assert taps['lowering'] == {
       'depthwise': 'taps', 'pointwise': 'matmul',
       'small_output_conv': 'im2col', 'max_pool_backward': 'taps'}
-  assert xla['implementations'] == {**taps['implementations'],
-                                    'max_pool_backward': 'xla'}
+  assert xla['lowering'] == {**taps['lowering'], 'max_pool_backward': 'xla'}
   assert taps['loss'] == xla['loss']
   assert taps['flops_per_step'] == xla['flops_per_step']
 
 
-def test_model_flops_count_the_network_not_the_cpu_implementations(
-    monkeypatch):
-  # A 3x3 convolution on a 2x2 map: XLA counts the 4 taps of each output
-  # pixel that touch the image; the CPU's im2col multiplies all 9.
-  def conv(params, x):
-    module = nn.Conv(8, (3, 3), use_bias=False,
-                     conv_general_dilated_cls=layers.conv_lowering('auto'))
-    return module.apply(params, x)
+def test_model_flops_count_the_network_not_the_cpu_lowering():
+  # ResNet-18 at 32 px has 3x3 convolutions on 2x2 and 1x1 maps: XLA counts
+  # the taps of each output pixel that touch the image; the CPU's im2col
+  # also multiplies those that fall on padding (a 2x2 map: all 9, not 4).
+  config, _ = train_throughput.load_recipe('resnet18', 'resnet18_cifar10')
+  config.num_classes = 10
 
-  x = jnp.ones((2, 2, 2, 16))
-  params = {'params': {'kernel': jnp.ones((3, 3, 16, 8))}}
-  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'
-  im2col = train_throughput.step_flops(jax.jit(conv).lower(params, x))
-  counted = train_throughput.model_flops(conv, params, x)
-  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'  # Restored.
-  monkeypatch.setitem(layers.FASTEST, 'small_output_conv', {})
-  xla = train_throughput.step_flops(
-      jax.jit(functools.partial(conv)).lower(params, x))
-  assert counted == xla == 2 * (2 * 2) * 4 * 16 * 8 * 2
-  assert im2col == pytest.approx(2 * (2 * 2) * 9 * 16 * 8 * 2, abs=16)  # + pad
+  def step_flops(**choices):
+    config.lowering.update(choices)
+    step = train_throughput.build_train_step(config, 2, 10, abstract=True)
+    return train_throughput.step_flops(
+        jax.jit(step.step_fn).lower(step.state, step.data))
+
+  counted = train_throughput.model_flops(config, 2, 10)
+  assert config.lowering.small_output_conv == 'auto'  # Left as it was.
+  xla = step_flops(pointwise='conv', small_output_conv='conv',
+                   depthwise='conv', max_pool_backward='xla')
+  cpu = step_flops(pointwise='auto', small_output_conv='auto',
+                   depthwise='auto', max_pool_backward='auto')
+  assert counted == xla
+  assert cpu > 1.01 * xla
 
 
 def test_depthwise_layers_times_each_layer_of_the_network_per_implementation(

@@ -27,15 +27,23 @@ def test_every_field_of_base_has_a_rule():
 
 
 @pytest.mark.parametrize('recipe', recipes.NAMES)
-def test_every_recipe_passes(recipe):
+def test_every_recipe_passes(recipe, tmp_path):
   config = importlib.import_module(f'configs.{recipe}').get_config()
+  if config.dataset == 'image_folder':  # Given the user's folder.
+    for name in ('cats', 'dogs'):
+      os.makedirs(tmp_path / 'train' / name)
+      (tmp_path / 'train' / name / '0.jpg').touch()
+    config.data_dir = str(tmp_path)
   assert config_check.problems(config, 1, 1) == []
 
 
 # Each row: overrides of the quickstart config, and how its one problem
 # starts after '--config.FIELD=VALUE: ' (FIELD: the last override).
 BAD = [
-    (dict(model='resnet51'), 'must be one of alexnet, efficientnet_b0'),
+    (dict(model='resnet51'), 'must be one of alexnet, efficientdet_d0'),
+    (dict(model='efficientdet_d0'),
+     'is a detection model; the classification task takes one of alexnet, '
+     'efficientnet_b0'),
     (dict(num_classes=0),
      "must be -1 (the dataset's class count) or a positive integer"),
     (dict(num_classes=3), 'digits has 10 classes (labels 0-9); use -1 for '
@@ -44,10 +52,19 @@ BAD = [
     (dict(model_kwargs={'depth': 3}),
      "Model 'lenet5' has no field(s) ['depth']. Its fields are: dtype"),
     (dict(model_kwargs=3), 'must be a ConfigDict of model fields'),
+    (dict(lowering=dict(depthwise='cudnn', pointwise='auto',
+                        small_output_conv='auto', max_pool_backward='auto')),
+     "depthwise must be one of auto, conv, taps, pallas (got 'cudnn')"),
+    (dict(lowering=dict(depthwise='auto')), 'must have exactly the kinds '
+     'depthwise, pointwise, small_output_conv, max_pool_backward'),
     (dict(dataset='cifar11'), 'must be one of cifar10, cifar100, digits'),
     (dict(data_dir=A_FILE), 'is a file, not a directory'),
     (dict(data_dir=''), 'must be a non-empty path'),
     (dict(download=1), 'must be True or False'),
+    (dict(dataset='image_folder', data_dir=None),
+     '--config.dataset=image_folder needs the local folder of your images'),
+    (dict(val_fraction=0.0), 'must be a number in (0, 1)'),
+    (dict(val_fraction=1.0), 'must be a number in (0, 1)'),
     (dict(image_size=0), 'must be a positive integer'),
     (dict(train_crop='center'),
      'must be one of random_resized, pad_and_crop, resize'),
@@ -69,6 +86,8 @@ BAD = [
     (dict(batch_size=-8), 'must be a positive integer'),
     (dict(batch_size=2.5), 'must be a positive integer'),
     (dict(batch_size=True), 'must be a positive integer'),
+    (dict(grad_accum_steps=0), 'must be a positive integer'),
+    (dict(grad_accum_steps=3), 'must divide --config.batch_size (64)'),
     (dict(eval_batch_size=0), 'must be a positive integer'),
     (dict(num_epochs=-1.0), 'must be a non-negative number'),
     (dict(num_epochs=0.0), 'must be positive when --config.num_steps is -1'),
@@ -103,6 +122,10 @@ BAD = [
     (dict(weight_decay=-1e-4), 'must be a non-negative number'),
     (dict(weight_decay_mode='l1'), 'must be one of l2, decoupled'),
     (dict(label_smoothing=1.0), 'must be a number in [0, 1)'),
+    (dict(mixup_alpha=-0.2), 'must be a non-negative number'),
+    (dict(cutmix_alpha=float('inf')), 'must be a non-negative number'),
+    (dict(mixup_prob=1.5), 'must be a number in [0, 1]'),
+    (dict(mixup_switch_prob=-0.1), 'must be a number in [0, 1]'),
     (dict(grad_clip_norm=-1.0), 'must be a non-negative number'),
     (dict(ema_decay=1.0), 'must be a number in [0, 1)'),
     (dict(freeze='layer1_0/(bn'), 'is not a valid regex (missing ), '
@@ -144,8 +167,9 @@ GOOD = [
     dict(freeze='conv1|layer1_'),
     dict(lr_boundaries_epochs=(), schedule='multistep'),
     dict(data_shards=4),
-    dict(model='resnet18', model_kwargs={'pointwise': 'conv'},
-         augment='autoaugment'),
+    dict(model='resnet18', lowering=dict(
+        depthwise='taps', pointwise='conv', small_output_conv='im2col',
+        max_pool_backward='auto'), augment='autoaugment'),
 ]
 
 

@@ -46,6 +46,7 @@ from flax import traverse_util  # noqa: E402
 from jaxcnn import checkpoint  # noqa: E402
 from jaxcnn import convert  # noqa: E402
 from jaxcnn import keras_import  # noqa: E402
+from jaxcnn.models import lowering  # noqa: E402
 from tests import torch_refs  # noqa: E402
 
 keras = pytest.importorskip('keras')
@@ -61,7 +62,7 @@ _PENULTIMATE, _FILTERS, _STEM = 192, 8, 16
 # compiling of the CPU defaults ('taps', 'matmul'), which
 # tests/models/test_layers.py proves equal to them (the CLI runs the
 # defaults).
-_XLA_CONVS = dict(depthwise='conv', pointwise='conv')
+_XLA_CONVS = dict(lowering=lowering.XLA)
 _EXACT = 1e-10  # float64 against float64: ~3e-16 measured.
 _FLOAT32 = 1e-5  # float32 against float64: ~1e-7 measured.
 

@@ -54,6 +54,15 @@ def test_xla_skips_the_taps_on_zero_padding():
   assert conv1.xla_macs == sum(rows) ** 2 * 3 * 64
 
 
+def test_a_layer_called_with_python_arguments_is_counted():
+  """NASNet's ops take `train` positionally; it must stay a Python bool."""
+  model = models.create('nasnet_cifar', num_classes=10, num_cells=1,
+                        filters=8)
+  result = summary.summarize(model, (16, 16, 3))
+  assert result.params == sum(layer.params for layer in result.layers)
+  assert result.macs > 0 and result.xla_macs > 0
+
+
 @pytest.mark.parametrize('name,published', [
     # torchvision's model docs, at 224: "GFLOPS" (MACs) 4.09 and 0.39.
     ('resnet50', 4.09), ('efficientnet_b0', 0.39)])

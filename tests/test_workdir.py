@@ -130,3 +130,21 @@ def test_another_config_is_refused_naming_the_fields(tmp_path):
                      match="seed: 0 -> 1"):
     workdir_lib.check_config(str(tmp_path), {'model': 'resnet18', 'seed': 1},
                              cosmetic=(), added={})
+
+
+def test_a_run_saved_with_lowering_model_fields_resumes_with_any_lowering(
+    tmp_path):
+  """Runs before config.lowering recorded model_kwargs.pointwise/depthwise;
+  those, like `lowering`, change how layers run, not the run."""
+  workdir_lib.write_config(str(tmp_path), {
+      'model': 'resnet18', 'model_kwargs': {'pointwise': 'conv',
+                                            'zero_init_residual': True}})
+  current = {'model': 'resnet18', 'model_kwargs': {'zero_init_residual': True},
+             'lowering': {'pointwise': 'matmul'}}
+  workdir_lib.check_config(str(tmp_path), current)
+  with pytest.raises(workdir_lib.ConfigMismatchError,
+                     match="model_kwargs: {'pointwise': 'conv', "
+                     "'zero_init_residual': True} -> {'pointwise': 'conv', "
+                     "'zero_init_residual': False}"):
+    workdir_lib.check_config(str(tmp_path), {
+        **current, 'model_kwargs': {'zero_init_residual': False}})

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models import layers
+from jaxcnn.models import lowering as lowering_lib
 from jaxcnn.models import registry
 
 # (torchvision index, features, kernel, stride, padding, max pool after).
@@ -31,6 +32,7 @@ class AlexNet(nn.Module):
   num_classes: int
   in_channels: int = 3
   dropout_rate: float = 0.5
+  lowering: lowering_lib.Lowering = lowering_lib.XLA
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -39,8 +41,8 @@ class AlexNet(nn.Module):
     layers.check_images(images, self.in_channels, 'AlexNet')
     # torch's default Conv2d/Linear init.
     conv = functools.partial(
-        nn.Conv, kernel_init=layers.kaiming_uniform_fan_in, dtype=self.dtype,
-        param_dtype=self.param_dtype)
+        self.lowering.conv, kernel_init=layers.kaiming_uniform_fan_in,
+        dtype=self.dtype, param_dtype=self.param_dtype)
     dense = functools.partial(
         nn.Dense, kernel_init=layers.kaiming_uniform_fan_in, dtype=self.dtype,
         param_dtype=self.param_dtype)
@@ -51,7 +53,7 @@ class AlexNet(nn.Module):
                name=f'features_{index}')(x)
       x = nn.relu(x)
       if pool:
-        x = layers.max_pool(x, 3, 2)
+        x = self.lowering.max_pool(x, 3, 2)
     x = layers.adaptive_avg_pool(x, (6, 6))
     x = x.reshape(x.shape[0], -1)
     for index in (1, 4):

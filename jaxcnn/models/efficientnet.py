@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models import layers
+from jaxcnn.models import lowering as lowering_lib
 from jaxcnn.models import registry
 
 ModuleDef = Callable[..., nn.Module]
@@ -70,10 +71,7 @@ IMAGE_SIZES = {name: v[2] for name, v in _VARIANTS.items()}
 # Initialisers of the TPU reference. Convs: normal(0, sqrt(2 / fan_out)) with
 # fan_out = kh * kw * out_channels.
 conv_kernel_init = layers.kaiming_normal_fan_out
-# TF depthwise kernels are (k, k, C, 1), so their fan_out is k * k. Flax's
-# (k, k, 1, C) layout has that as its fan_in.
-depthwise_kernel_init = jax.nn.initializers.variance_scaling(
-    2.0, 'fan_in', 'normal')
+depthwise_kernel_init = lowering_lib.tf_depthwise_kernel_init
 # Uniform(+-1 / sqrt(out_features)).
 dense_kernel_init = jax.nn.initializers.variance_scaling(
     1.0 / 3.0, 'fan_out', 'uniform')
@@ -191,8 +189,7 @@ class EfficientNet(nn.Module):
   bn_epsilon: float = 1e-3
   in_channels: int = 3
   features_only: bool = False
-  depthwise: str = 'auto'  # layers.DepthwiseConv's implementation.
-  pointwise: str = 'auto'  # 1x1 convolutions: layers.conv_lowering.
+  lowering: lowering_lib.Lowering = lowering_lib.XLA
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -204,18 +201,9 @@ class EfficientNet(nn.Module):
     if self.padding not in ('same', 'symmetric'):
       raise ValueError(
           f"padding must be 'same' or 'symmetric', got {self.padding!r}.")
-    conv = functools.partial(
-        nn.Conv, use_bias=False, kernel_init=conv_kernel_init,
-        dtype=self.dtype, param_dtype=self.param_dtype,
-        conv_general_dilated_cls=layers.conv_lowering(self.pointwise))
-    depthwise = functools.partial(
-        layers.DepthwiseConv, implementation=self.depthwise,
-        kernel_init=depthwise_kernel_init, dtype=self.dtype,
-        param_dtype=self.param_dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+    conv, depthwise, norm = lowering_lib.tf_conv_layers(
+        self.lowering, train, self.bn_momentum, self.bn_epsilon, self.dtype,
+        self.param_dtype)
 
     x = conv(round_filters(_B0_STEM_CHANNELS, self.width), (3, 3), strides=2,
              padding=_conv_padding(3, self.padding), name='stem_conv')(images)

@@ -2,7 +2,7 @@
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,46 +41,27 @@ def symmetric_padding(kernel_size: int, dilation: int = 1) -> tuple:
   return ((pad, pad), (pad, pad))
 
 
-# Each kind of op's implementations: 'auto', then XLA's own, then ours.
-IMPLEMENTATIONS = {
-    'depthwise': ('auto', 'conv', 'taps', 'pallas'),
-    'pointwise': ('auto', 'conv', 'matmul'),
-    'small_output_conv': ('auto', 'conv', 'im2col'),
-    'max_pool_backward': ('auto', 'xla', 'taps'),
-}
-# What 'auto' picks per platform: the fastest measured there
-# (benchmarks/RESULTS.md). Platforms not listed get XLA's own.
-FASTEST = {
-    'depthwise': {'cpu': 'taps'},
-    'pointwise': {'cpu': 'matmul'},
-    'small_output_conv': {'cpu': 'im2col'},
-    'max_pool_backward': {'cpu': 'taps'},
-}
+DEPTHWISE_IMPLEMENTATIONS = ('conv', 'taps', 'pallas')
+MAX_POOL_BACKWARDS = ('xla', 'taps')
 
 
-def resolve(kind: str, implementation: str) -> str:
-  """The implementation of `kind` to run: `implementation`, with 'auto' as
-  FASTEST[kind] for the platform (else XLA's own)."""
-  choices = IMPLEMENTATIONS[kind]
+def _check_implementation(kind: str, implementation: str,
+                          choices: Sequence[str]) -> None:
   if implementation not in choices:
     raise ValueError(f'Unknown {kind} implementation {implementation!r}; '
                      f'choose one of {", ".join(choices)}.')
-  if implementation == 'auto':
-    return FASTEST[kind].get(jax.default_backend(), choices[1])
-  return implementation
 
 
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
-             ceil_mode: bool = False, backward: str = 'auto') -> jax.Array:
+             ceil_mode: bool = False, backward: str = 'xla') -> jax.Array:
   """torch `MaxPool2d`: -inf padding, optional ceil-mode output size.
 
   `backward`: 'xla' (autodiff: select-and-scatter, which XLA:CPU lowers to
-  an argmax reduce-window carrying index arrays plus a scatter), 'taps'
+  an argmax reduce-window carrying index arrays plus a scatter) or 'taps'
   (each window's gradient to its first maximum, as select-and-scatter does,
-  in one fused pass over the window's taps: 2.4-3x faster on CPU) or
-  'auto' (FASTEST['max_pool_backward'] for the platform, else 'xla').
+  in one fused pass over the window's taps: 2.4-3x faster on CPU).
   """
-  backward = resolve('max_pool_backward', backward)
+  _check_implementation('max_pool_backward', backward, MAX_POOL_BACKWARDS)
   pads = []
   for size in x.shape[1:3]:
     high = padding
@@ -151,8 +132,8 @@ class ConvAsMatmul:
   """`lax.conv_general_dilated` that computes as matmuls the convolutions
   XLA:CPU lowers slowly, and leaves the rest to XLA's convolution.
 
-  For nn.Conv's `conv_general_dilated_cls` (built by `conv_lowering`). Only
-  NHWC x HWIO convolutions without dilation or groups qualify:
+  For nn.Conv's `conv_general_dilated_cls` (built by `lowering.Lowering`).
+  Only NHWC x HWIO convolutions without dilation or groups qualify:
   - `pointwise`: a 1x1 kernel without padding, as one [pixels, C_in] x
     [C_in, C_out] matmul of the (strided) pixels. XLA:CPU computes its
     backward pass as a convolution over transposed copies of the
@@ -248,20 +229,6 @@ def _taps_matmul(x: jax.Array, kernel: jax.Array, taps: tuple[range, range],
   return out.reshape(*out_shape[:3], kernel.shape[-1])
 
 
-def conv_lowering(pointwise: str) -> Callable[[], ConvAsMatmul] | None:
-  """nn.Conv's `conv_general_dilated_cls` on this platform: ConvAsMatmul for
-  1x1 convolutions if `pointwise` ('auto', 'conv', 'matmul') resolves to
-  'matmul' and for outputs smaller than the kernel if 'small_output_conv'
-  resolves to 'im2col' ('auto': FASTEST); None (XLA's convolution) if
-  neither."""
-  as_matmul = resolve('pointwise', pointwise) == 'matmul'
-  as_im2col = resolve('small_output_conv', 'auto') == 'im2col'
-  if not (as_matmul or as_im2col):
-    return None
-  return functools.partial(ConvAsMatmul, pointwise=as_matmul,
-                           small_output=as_im2col)
-
-
 class DepthwiseConv(nn.Module):
   """Depthwise k x k convolution (one filter per channel, no bias).
 
@@ -278,19 +245,20 @@ class DepthwiseConv(nn.Module):
       taps rounded to `dtype`, summed in float32, as the convolution does.
     'pallas': Pallas (Triton) kernels for GPUs, forward and both gradients
       (`jaxcnn.kernels.depthwise_conv`); same rounding as 'taps'.
-    'auto': FASTEST['depthwise'] for the platform, else 'conv'.
   """
   kernel_size: int
   strides: int = 1
   padding: Any = 'SAME'  # 'SAME' (TF) or ((top, bottom), (left, right)).
-  implementation: str = 'auto'
+  implementation: str = 'conv'
   kernel_init: Any = nn.initializers.lecun_normal()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    implementation = resolve('depthwise', self.implementation)
+    implementation = self.implementation
+    _check_implementation('depthwise', implementation,
+                          DEPTHWISE_IMPLEMENTATIONS)
     k, stride, channels = self.kernel_size, self.strides, x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (k, k, 1, channels),
                         self.param_dtype).astype(self.dtype)

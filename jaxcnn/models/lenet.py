@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models import layers
+from jaxcnn.models import lowering as lowering_lib
 from jaxcnn.models import registry
 
 
@@ -18,6 +19,7 @@ class LeNet5(nn.Module):
   """conv6-pool-conv16-pool-conv120-fc84-head; 61,706 params at 10 classes."""
   num_classes: int
   in_channels: int = 1
+  lowering: lowering_lib.Lowering = lowering_lib.XLA
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -27,7 +29,7 @@ class LeNet5(nn.Module):
     del train  # No dropout or BatchNorm.
     # torch's default Conv2d/Linear init.
     conv = functools.partial(
-        nn.Conv, kernel_size=(5, 5), padding='VALID',
+        self.lowering.conv, kernel_size=(5, 5), padding='VALID',
         kernel_init=layers.kaiming_uniform_fan_in, dtype=self.dtype,
         param_dtype=self.param_dtype)
     dense = functools.partial(
@@ -36,7 +38,7 @@ class LeNet5(nn.Module):
     x = images
     for i, features in enumerate((6, 16, 120)):
       if i:
-        x = layers.max_pool(x, 2, 2)
+        x = self.lowering.max_pool(x, 2, 2)
       x = conv(features, bias_init=layers.torch_bias_init(x.shape[-1] * 25),
                name=f'conv{i + 1}')(x)
       x = nn.relu(x)

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from jaxcnn.models import genotype as genotype_lib
 from jaxcnn.models import layers
+from jaxcnn.models import lowering as lowering_lib
 from jaxcnn.models import registry
 
 ModuleDef = Callable[..., nn.Module]
@@ -63,11 +64,9 @@ _VARIANTS = {
 }
 IMAGE_SIZES = {'nasnet_mobile': 224, 'nasnet_large': 331, 'nasnet_cifar': 32}
 
-# Slim: variance scaling on fan_out for every conv and the classifier. TF's
-# depthwise kernels are (k, k, C, 1), so their fan_out is Flax's fan_in.
+# Slim: variance scaling on fan_out for every conv and the classifier.
 conv_kernel_init = layers.kaiming_normal_fan_out
-depthwise_kernel_init = jax.nn.initializers.variance_scaling(
-    2.0, 'fan_in', 'normal')
+depthwise_kernel_init = lowering_lib.tf_depthwise_kernel_init
 
 
 class CellConfig(NamedTuple):
@@ -103,14 +102,15 @@ def _same_pads(x: jax.Array, window: tuple[int, int], stride: int,
                                        'SAME'))
 
 
-def pool(x: jax.Array, kind: str, window: int, stride: int,
-         padding: str) -> jax.Array:
-  """SAME max or average pooling with `padding`'s border behaviour."""
+def pool(x: jax.Array, kind: str, window: int, stride: int, padding: str,
+         max_pool: Callable[..., jax.Array] = layers.max_pool) -> jax.Array:
+  """SAME max or average pooling with `padding`'s border behaviour
+  (`max_pool`: a Lowering's)."""
   pads = _same_pads(x, (window, window), stride)
   if kind == 'max':
     fill = 0.0 if padding == 'keras' and stride > 1 else -jnp.inf
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=fill)
-    return layers.max_pool(x, window, stride)
+    return max_pool(x, window, stride)
   count_pads = stride > 1 and padding in ('keras', 'timm')
   return nn.avg_pool(x, (window, window), (stride, stride), padding=pads,
                      count_include_pad=count_pads)
@@ -174,6 +174,7 @@ class Op(nn.Module):
   conv: ModuleDef
   depthwise: ModuleDef
   norm: ModuleDef
+  max_pool: Callable[..., jax.Array] = layers.max_pool
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool,
@@ -189,7 +190,7 @@ class Op(nn.Module):
       x = self._separable(x, k, repeats=2 if kind == 'sep' else 1,
                           dilation=1 if kind == 'sep' else 2)
     elif kind in ('avg', 'max'):
-      x = pool(x, kind, k, self.stride, self.padding)
+      x = pool(x, kind, k, self.stride, self.padding, self.max_pool)
       if x.shape[-1] != self.filters:
         x = relu_conv_bn(relu=False, name='project')(x)
     elif kind in ('conv', 'dilconv'):
@@ -238,6 +239,7 @@ class Cell(nn.Module):
   conv: ModuleDef
   depthwise: ModuleDef
   norm: ModuleDef
+  max_pool: Callable[..., jax.Array] = layers.max_pool
 
   @nn.compact
   def __call__(self, x: jax.Array, prev: jax.Array | None, train: bool,
@@ -255,7 +257,8 @@ class Cell(nn.Module):
     op = functools.partial(Op, filters=filters,
                            drop_rate=self.config.drop_rate,
                            padding=self.padding, conv=self.conv,
-                           depthwise=self.depthwise, norm=self.norm)
+                           depthwise=self.depthwise, norm=self.norm,
+                           max_pool=self.max_pool)
     for i, block in enumerate(self.spec.blocks):
       outputs = []
       for side, state, name in (('a', block.input_a, block.op_a),
@@ -325,8 +328,7 @@ class NASNet(nn.Module):
   bn_epsilon: float = 1e-3
   in_channels: int = 3
   features_only: bool = False
-  depthwise: str = 'auto'  # layers.DepthwiseConv's implementation.
-  pointwise: str = 'auto'  # 1x1 convolutions: layers.conv_lowering.
+  lowering: lowering_lib.Lowering = lowering_lib.XLA
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -349,18 +351,9 @@ class NASNet(nn.Module):
       raise ValueError(
           f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
     genotype = genotype_lib.parse(self.genotype)
-    conv = functools.partial(
-        nn.Conv, use_bias=False, kernel_init=conv_kernel_init,
-        dtype=self.dtype, param_dtype=self.param_dtype,
-        conv_general_dilated_cls=layers.conv_lowering(self.pointwise))
-    depthwise = functools.partial(
-        layers.DepthwiseConv, implementation=self.depthwise,
-        kernel_init=depthwise_kernel_init, dtype=self.dtype,
-        param_dtype=self.param_dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+    conv, depthwise, norm = lowering_lib.tf_conv_layers(
+        self.lowering, train, self.bn_momentum, self.bn_epsilon, self.dtype,
+        self.param_dtype)
     dense = functools.partial(nn.Dense, kernel_init=conv_kernel_init,
                               dtype=self.dtype, param_dtype=self.param_dtype)
 
@@ -388,6 +381,7 @@ class NASNet(nn.Module):
         prev = outputs[-3]
       spec = genotype.reduce if cfg.reduction else genotype.normal
       x = Cell(spec, cfg, self.padding, conv, depthwise, norm,
+               self.lowering.max_pool,
                name=cfg.name)(x, prev, train, progress)
       outputs.append(x)
       after_reduction = cfg.reduction and not cfg.stem

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models import layers
+from jaxcnn.models import lowering as lowering_lib
 from jaxcnn.models import registry
 
 ModuleDef = Callable[..., nn.Module]
@@ -80,7 +81,7 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int]
   in_channels: int = 3
   zero_init_residual: bool = False
-  pointwise: str = 'auto'  # 1x1 convolutions: layers.conv_lowering.
+  lowering: lowering_lib.Lowering = lowering_lib.XLA
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -88,15 +89,15 @@ class ResNet(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_images(images, self.in_channels, 'ResNet')
     conv = functools.partial(
-        nn.Conv, use_bias=False, kernel_init=layers.kaiming_normal_fan_out,
-        dtype=self.dtype, param_dtype=self.param_dtype,
-        conv_general_dilated_cls=layers.conv_lowering(self.pointwise))
+        self.lowering.conv, use_bias=False,
+        kernel_init=layers.kaiming_normal_fan_out, dtype=self.dtype,
+        param_dtype=self.param_dtype)
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train,
         momentum=layers.TORCH_BN_MOMENTUM, epsilon=layers.TORCH_BN_EPSILON,
         dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.relu(_conv_bn(conv, norm, images, 64, 7, 2, 'conv1'))
-    x = layers.max_pool(x, 3, 2, padding=1)
+    x = self.lowering.max_pool(x, 3, 2, padding=1)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         x = self.block_cls(

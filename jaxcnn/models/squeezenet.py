@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.models import layers
+from jaxcnn.models import lowering as lowering_lib
 from jaxcnn.models import registry
 
 # torch `kaiming_uniform_` defaults (a=0): U(+-sqrt(6 / fan_in)).
@@ -48,7 +49,7 @@ class SqueezeNet(nn.Module):
   fires: Sequence[tuple[int, int] | None]
   in_channels: int = 3
   dropout_rate: float = 0.5
-  pointwise: str = 'auto'  # 1x1 convolutions: layers.conv_lowering.
+  lowering: lowering_lib.Lowering = lowering_lib.XLA
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -56,16 +57,16 @@ class SqueezeNet(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_images(images, self.in_channels, 'SqueezeNet')
     conv = functools.partial(
-        nn.Conv, kernel_init=_kaiming_uniform, dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        conv_general_dilated_cls=layers.conv_lowering(self.pointwise))
+        self.lowering.conv, kernel_init=_kaiming_uniform, dtype=self.dtype,
+        param_dtype=self.param_dtype)
     x = conv(self.stem_features, (self.stem_kernel,) * 2, 2, padding=0,
              name='features_0')(images)
-    x = layers.max_pool(nn.relu(x), 3, 2, ceil_mode=True)
+    max_pool = self.lowering.max_pool
+    x = max_pool(nn.relu(x), 3, 2, ceil_mode=True)
     # torchvision's features.1 and .2 are the stem's ReLU and max pool.
     for index, fire in enumerate(self.fires, start=3):
       if fire is None:
-        x = layers.max_pool(x, 3, 2, ceil_mode=True)
+        x = max_pool(x, 3, 2, ceil_mode=True)
       else:
         x = Fire(*fire, conv, name=f'features_{index}')(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -12,6 +12,7 @@ import pytest
 from jaxcnn import models
 from jaxcnn.kernels import depthwise_conv
 from jaxcnn.models import layers
+from jaxcnn.models import lowering
 
 
 def _grouped_conv(x, kernel, pads, stride):
@@ -60,7 +61,8 @@ def test_efficientnet_b0_with_pallas_depthwise_lowers_to_triton_kernels(
   # no padded copy: the kernels mask the padding.
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   model = models.create('efficientnet_b0', num_classes=10,
-                        dtype=jnp.bfloat16, depthwise='pallas')
+                        dtype=jnp.bfloat16,
+                        lowering=lowering.Lowering(depthwise='pallas'))
   images = jax.ShapeDtypeStruct((8, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros(images.shape),

@@ -140,7 +140,7 @@ def interpreted_pallas(monkeypatch):
           x, kernel, pads, stride, True))
 
 
-@pytest.mark.parametrize('implementation', ['taps', 'conv', 'auto', 'pallas'])
+@pytest.mark.parametrize('implementation', ['taps', 'conv', 'pallas'])
 @pytest.mark.parametrize('kernel_size, stride, padding', [
     (3, 1, 'SAME'), (3, 2, 'SAME'), (5, 2, 'SAME'),  # TF: extra pad low/right.
     (5, 1, ((2, 2), (2, 2))), (3, 2, ((1, 1), (1, 1))),
@@ -194,25 +194,10 @@ def test_depthwise_gradients_in_bfloat16_round_like_float32_ones(
                                atol=2**-8 * float(jnp.abs(exact).max()))
 
 
-def test_depthwise_auto_uses_the_measured_fastest_on_cpu():
-  assert jax.default_backend() == 'cpu'
-  x = jnp.zeros((1, 8, 8, 4))
-
-  def convolutions(implementation):
-    module = layers.DepthwiseConv(3, implementation=implementation)
-    params = module.init(jax.random.PRNGKey(0), x)
-    return str(jax.make_jaxpr(module.apply)(params, x)).count(
-        'conv_general_dilated')
-
-  assert layers.FASTEST['depthwise']['cpu'] == 'taps'
-  assert convolutions('auto') == convolutions('taps') == 0
-  assert convolutions('conv') == 1
-
-
 def test_depthwise_conv_refuses_an_unknown_implementation():
   module = layers.DepthwiseConv(3, implementation='cudnn')
   with pytest.raises(ValueError, match="Unknown depthwise implementation "
-                     "'cudnn'; choose one of auto, conv, taps, pallas."):
+                     "'cudnn'; choose one of conv, taps, pallas."):
     module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 4)))
 
 
@@ -317,34 +302,6 @@ def test_conv_as_matmul_leaves_other_convolutions_to_xla(
                                 reference.apply(params, x))
 
 
-def test_conv_lowering_switches_each_kind_on_its_own():
-  x = _random((2, 2, 2, 6))
-
-  def convolutions(kernel_size, pointwise):
-    return _convolutions(_conv(5, kernel_size, 1, 'SAME',
-                               layers.conv_lowering(pointwise)), x)
-
-  assert jax.default_backend() == 'cpu'
-  assert layers.FASTEST['pointwise']['cpu'] == 'matmul'
-  assert layers.FASTEST['small_output_conv']['cpu'] == 'im2col'
-  assert convolutions(1, 'auto') == convolutions(1, 'matmul') == 0
-  assert convolutions(1, 'conv') == 1
-  assert convolutions(3, 'conv') == 0  # Small outputs do not follow it.
-
-
-def test_conv_lowering_is_xla_where_nothing_was_measured_faster(monkeypatch):
-  monkeypatch.setitem(layers.FASTEST, 'pointwise', {})
-  monkeypatch.setitem(layers.FASTEST, 'small_output_conv', {})
-  assert layers.conv_lowering('auto') is None
-  assert layers.conv_lowering('matmul')().small_output is False
-
-
-def test_conv_lowering_refuses_an_unknown_implementation():
-  with pytest.raises(ValueError, match="Unknown pointwise implementation "
-                     "'cudnn'; choose one of auto, conv, matmul."):
-    layers.conv_lowering('cudnn')
-
-
 @pytest.mark.parametrize('window, stride, padding, ceil_mode', [
     (3, 2, 0, True),  # SqueezeNet.
     (3, 2, 1, False),  # ResNet stem.
@@ -378,16 +335,15 @@ def test_max_pool_taps_backward_is_select_and_scatter(window, stride, padding,
                                 xla_vjp(grad)[0])
 
 
-def test_max_pool_backward_auto_uses_the_measured_fastest_on_cpu():
-  assert layers.FASTEST['max_pool_backward']['cpu'] == 'taps'
+def test_max_pool_taps_backward_has_no_select_and_scatter():
   x = jnp.ones((1, 8, 8, 2))
 
   def scatters(backward):
     return str(jax.make_jaxpr(jax.grad(lambda x: layers.max_pool(
         x, 3, 2, backward=backward).sum()))(x)).count('select_and_scatter')
 
-  assert scatters('auto') == scatters('taps') == 0
+  assert scatters('taps') == 0
   assert scatters('xla') == 1
   with pytest.raises(ValueError, match="Unknown max_pool_backward "
-                     "implementation 'cudnn'; choose one of auto, xla, taps."):
+                     "implementation 'cudnn'; choose one of xla, taps."):
     layers.max_pool(x, 3, 2, backward='cudnn')

@@ -33,7 +33,6 @@ _AUX_COUNTS = {'nasnet_mobile': (1000, (14, 14, 528), 2_411_240),
 _NASNET_A = ('normal=0:sep5+1:sep3,1:sep5+1:sep3,0:avg3+1:id,1:avg3+1:avg3,'
              '0:sep3+0:id/1,2,3,4,5,6;reduce=0:sep5+1:sep7,0:max3+1:sep7,'
              '0:avg3+1:sep5,3:id+2:avg3,2:sep3+0:max3/3,4,5,6')
-_XLA_CONVS = dict(depthwise='conv', pointwise='conv')
 _IMAGES = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(
     np.float32)
 
@@ -45,7 +44,7 @@ def _count(tree) -> int:
 @pytest.mark.parametrize('name', sorted(_PARAM_COUNTS))
 def test_trainable_param_count(name):
   num_classes, expected = _PARAM_COUNTS[name]
-  model = models.create(name, num_classes=num_classes, **_XLA_CONVS)
+  model = models.create(name, num_classes=num_classes)
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))
   assert _count(shapes['params']) == expected
@@ -130,7 +129,7 @@ def test_pool_borders(padding, want_max, want_avg):
 
 def test_aux_logits_sown_in_training_only():
   model = models.create('nasnet_cifar', num_classes=10, aux_head=True,
-                        num_cells=1, **_XLA_CONVS)
+                        num_cells=1)
   variables = jax.eval_shape(model.init, jax.random.key(0), _IMAGES)
   # It reads the second stage's output: 16x16 of 6 * 2F = 384 channels,
   # pooled 5/3 to 4x4.
@@ -170,7 +169,7 @@ def test_drop_path_ramps_with_progress():
 
 
 def test_features_only_levels():
-  model = models.create('nasnet_mobile', features_only=True, **_XLA_CONVS)
+  model = models.create('nasnet_mobile', features_only=True)
   features = jax.eval_shape(lambda x: model.init_with_output(
       jax.random.key(0), x)[0], jnp.zeros((1, 64, 64, 3)))
   # Stem conv 31, stem cells 16, 8, reductions 4, 2.
