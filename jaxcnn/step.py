@@ -21,6 +21,11 @@ from jaxcnn.tasks import base
 Metrics = dict[str, jax.Array]
 # (training outputs, batch, sowed intermediates) -> (loss, metrics).
 LossFn = Callable[[Any, base.Batch, dict], tuple[jax.Array, Metrics]]
+# (batch, rng) -> the batch the model trains on (`Task.train_batch`).
+BatchFn = Callable[[base.Batch, jax.Array], base.Batch]
+# Folded into the step's key for `batch_fn`'s key; the microbatches' dropout
+# keys fold in 0 ... grad_accum_steps - 1.
+_BATCH_RNG_STREAM = 2**31 - 1
 
 
 def l2_penalty(params: Any) -> jax.Array:
@@ -40,13 +45,24 @@ def _all_finite(tree: Any) -> jax.Array:
                             for x in jax.tree.leaves(tree)]))
 
 
+def microbatches(batch: base.Batch, count: int) -> base.Batch:
+  """Each leaf [n, ...] as [count, n / count, ...]: microbatch j holds
+  examples j, j + count, j + 2 * count, ..., so that on a batch sharded
+  over devices each microbatch stays spread over all of them."""
+  return jax.tree.map(lambda x: jnp.swapaxes(
+      x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1), batch)
+
+
 def train_step(state: TrainState, batch: base.Batch, *, loss_fn: LossFn,
                rng: jax.Array, learning_rate_fn: optax.Schedule,
                l2_weight: float, ema_decay: float,
                skip_nonfinite: bool = False, freeze_pattern: str = '',
-               progress_steps: int = 0) -> tuple[TrainState, Metrics]:
+               progress_steps: int = 0, batch_fn: BatchFn | None = None,
+               grad_accum_steps: int = 1) -> tuple[TrainState, Metrics]:
   """One optimizer update on a (globally sharded) batch.
 
+  `batch_fn` (the task's `train_batch`, e.g. Mixup) first changes the batch,
+  with a key of `rng` and the step alone, so a resumed run repeats it.
   `loss_fn` is the task's loss of the model's training outputs. BatchNorm
   layers whose statistics match the `freeze_pattern` regex normalise with
   them and keep them (`freeze.batch_norm`; the optimizer keeps the matching
@@ -57,23 +73,55 @@ def train_step(state: TrainState, batch: base.Batch, *, loss_fn: LossFn,
   `metrics['finite']` is 0 when the loss, the gradients or the updated
   weights are not finite; then `skip_nonfinite` keeps the old weights,
   BatchNorm statistics, optimizer state and EMA (the step count advances).
+
+  `grad_accum_steps=k` runs the batch (after `batch_fn`) as k microbatches
+  (`microbatches`) in sequence inside the step: one update with the mean of
+  their gradients, and the mean of their losses and metrics, so the
+  activations held at once are those of n / k examples. Without BatchNorm
+  that is the update of the whole batch (to float rounding). With it, each
+  microbatch is normalised by its own statistics (over n / k examples, on
+  all devices together) and the running statistics take k momentum updates
+  per step, one per microbatch in order: like k steps of n / k examples,
+  not one of n. Each microbatch j has its own dropout key (the step's key
+  folded with j).
   """
-  dropout_rng = jax.random.fold_in(rng, state.step)
+  step_rng = jax.random.fold_in(rng, state.step)
+  if batch_fn is not None:
+    batch = batch_fn(batch, jax.random.fold_in(step_rng, _BATCH_RNG_STREAM))
   progress = ({'progress': jnp.minimum(1.0, state.step / progress_steps)}
               if progress_steps else {})
 
-  def objective(params):
+  def objective(params, batch_stats, batch, dropout_rng):
     with freeze.batch_norm(freeze_pattern):
       outputs, updates = state.apply_fn(
-          {'params': params, 'batch_stats': state.batch_stats},
+          {'params': params, 'batch_stats': batch_stats},
           batch['image'], train=True, mutable=['batch_stats', 'intermediates'],
           rngs={'dropout': dropout_rng}, **progress)
     loss, metrics = loss_fn(outputs, batch, updates.get('intermediates', {}))
     total = loss + l2_weight * l2_penalty(params) if l2_weight else loss
     return total, (loss, metrics, updates.get('batch_stats', {}))
 
-  grads, (loss, task_metrics, batch_stats) = jax.grad(
-      objective, has_aux=True)(state.params)
+  gradient = jax.grad(objective, has_aux=True)
+  if grad_accum_steps == 1:
+    grads, (loss, task_metrics, batch_stats) = gradient(
+        state.params, state.batch_stats, batch, step_rng)
+  else:
+    def accumulate(carry, inputs):
+      grad_sum, batch_stats = carry
+      index, microbatch = inputs
+      grads, (loss, metrics, batch_stats) = gradient(
+          state.params, batch_stats, microbatch,
+          jax.random.fold_in(step_rng, index))
+      return (jax.tree.map(jnp.add, grad_sum, grads), batch_stats), (
+          loss, metrics)
+
+    (grad_sum, batch_stats), (losses, metrics) = jax.lax.scan(
+        accumulate, (jax.tree.map(jnp.zeros_like, state.params),
+                     state.batch_stats),
+        (jnp.arange(grad_accum_steps), microbatches(batch, grad_accum_steps)))
+    grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
+    loss = jnp.mean(losses)
+    task_metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.ema is not None:
     # TF's ExponentialMovingAverage(num_updates=step): a short initial memory.
@@ -124,7 +172,8 @@ def make_train_step(config: ml_collections.ConfigDict, task: base.Task,
       ema_decay=config.ema_decay,
       skip_nonfinite=config.on_nonfinite == 'skip',
       freeze_pattern=config.freeze,
-      progress_steps=total_steps if _takes_progress(model) else 0)
+      progress_steps=total_steps if _takes_progress(model) else 0,
+      batch_fn=task.train_batch, grad_accum_steps=config.grad_accum_steps)
   return jax.jit(step,
                  in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),

@@ -1,7 +1,9 @@
 """The pure train and eval steps."""
 
 import functools
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from configs import quickstart
 from jaxcnn import models
+from jaxcnn import sharding
 from jaxcnn import state as state_lib
 from jaxcnn import step as step_lib
 from jaxcnn import tasks
@@ -129,3 +132,56 @@ def test_nonfinite_step_is_flagged_and_skipped_when_asked(skip):
                               before.params['head']['kernel'])
   else:
     assert any(np.isnan(p).any() for p in jax.tree.leaves(state.params))
+
+
+class _AuxNet(nn.Module):
+  """A head and a sown auxiliary head whose logits are scaled by the
+  training progress: what the loop must do for NASNet's aux head and its
+  drop-path ramp, without NASNet's compile."""
+  in_channels: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False, progress: float = 0.0):
+    features = images.mean(axis=(1, 2))
+    aux = progress * nn.Dense(10, name='aux')(features)
+    if train:
+      self.sow('intermediates', 'aux_logits', aux)
+    return nn.Dense(10, name='head')(features)
+
+
+def test_the_run_step_adds_the_weighted_aux_loss_and_passes_progress():
+  config = quickstart.get_config()
+  config.update(dict(label_smoothing=0.0, weight_decay=0.0,
+                     aux_loss_weight=0.4))
+  task, model, lr, total_steps = tasks.create(config), _AuxNet(), 0.5, 4
+  state = state_lib.create(model, optax.sgd(lr), state_lib.initial_variables(
+      model, jax.random.PRNGKey(0), (8, 8, 1)), False)
+  mesh = sharding.create_mesh()
+  step = step_lib.make_train_step(
+      config, task, model, optax.constant_schedule(lr), mesh,
+      sharding.state_shardings(mesh, state), total_steps)
+  batch = {k: v for k, v in _batch(16, (8, 8, 1)).items() if k != 'mask'}
+  features = batch['image'].mean(axis=(1, 2))
+
+  def expected_loss(params, progress):
+    def ce(logits):
+      return jnp.mean(classification.cross_entropy(logits, batch['label']))
+    head, aux = params['head'], params['aux']
+    return (ce(features @ head['kernel'] + head['bias']),
+            ce(progress * (features @ aux['kernel'] + aux['bias'])))
+
+  for step_index in range(2):
+    progress = step_index / total_steps
+    params = jax.device_get(state.params)  # The step donates the state.
+    main, aux = expected_loss(params, progress)
+    grads = jax.grad(lambda p: sum(
+        w * l for w, l in zip((1.0, 0.4), expected_loss(p, progress))))(
+            params)
+    state, metrics = step(state, batch)
+    np.testing.assert_allclose(metrics['loss'], main, rtol=1e-6)
+    np.testing.assert_allclose(metrics['aux_loss'], aux, rtol=1e-6)
+    jax.tree.map(
+        lambda new, old, g: np.testing.assert_allclose(
+            new, old - lr * g, rtol=1e-5, atol=1e-7),
+        jax.device_get(state.params), params, grads)

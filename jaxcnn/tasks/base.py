@@ -61,12 +61,20 @@ class Task(abc.ABC):
     """This process's train and eval batches (dicts with an `image` and the
     task's targets; eval batches also have a `mask`)."""
 
+  def train_batch(self, batch: Batch, rng: jax.Array) -> Batch:
+    """The training batch the model sees, changed on device inside the
+    jitted step before the forward pass (e.g. Mixup); `rng` is the step's
+    own, so a resumed run changes each batch as before. The batch itself by
+    default."""
+    del rng
+    return batch
+
   @abc.abstractmethod
   def loss(self, outputs: Any, batch: Batch,
            intermediates: dict[str, Any]) -> tuple[jax.Array, Metrics]:
     """The scalar loss to minimise and per-step metrics (first `loss`) of
-    the model's training outputs; `intermediates` holds what the model
-    sowed (e.g. auxiliary logits)."""
+    the model's training outputs on a `train_batch`; `intermediates` holds
+    what the model sowed (e.g. auxiliary logits)."""
 
   @abc.abstractmethod
   def eval_outputs(self, outputs: Any, batch: Batch) -> Any:

@@ -1,5 +1,7 @@
-"""Image classification: softmax cross-entropy, top-1 / top-5 accuracy."""
+"""Image classification: softmax cross-entropy, top-1 / top-5 accuracy,
+optional Mixup / CutMix of the training batches."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -12,16 +14,28 @@ import optax
 from jaxcnn import models
 from jaxcnn.data import catalog
 from jaxcnn.tasks import base
+from jaxcnn.tasks import mixing
+
+# The train batch's mixed target distributions [N, classes], with Mixup on.
+SOFT_LABEL = 'soft_label'
+
+
+def label_distribution(labels: jax.Array, num_classes: int,
+                       label_smoothing: float = 0.0) -> jax.Array:
+  """One-hot rows, smoothed: (1 - s) on the label plus s / num_classes on
+  every class."""
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return targets
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
                   label_smoothing: float = 0.0) -> jax.Array:
   """Per-example softmax cross-entropy in float32."""
   logits = logits.astype(jnp.float32)
-  targets = jax.nn.one_hot(labels, logits.shape[-1])
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
+  return optax.softmax_cross_entropy(
+      logits, label_distribution(labels, logits.shape[-1], label_smoothing))
 
 
 class _Sums(base.Evaluator):
@@ -45,8 +59,10 @@ class Classification(base.Task):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    self.num_classes = (catalog.get_spec(config.dataset).num_classes
-                        if config.num_classes < 0 else config.num_classes)
+    self.num_classes = (
+        catalog.get_spec(config.dataset, config.data_dir).num_classes
+        if config.num_classes < 0 else config.num_classes)
+    self.mixing = mixing.Mixing.from_config(config)
 
   def model(self, defaults: dict[str, Any]) -> nn.Module:
     return models.from_config(self.config, self.num_classes, defaults)
@@ -58,16 +74,40 @@ class Classification(base.Task):
                                  process_index=process_index,
                                  process_count=process_count)
 
+  def train_batch(self, batch: base.Batch, rng: jax.Array) -> base.Batch:
+    """With Mixup or CutMix on (`mixup_alpha`, `cutmix_alpha`), the mixed
+    images and their `soft_label`s: the two labels' smoothed one-hot rows
+    blended by the mixing weight."""
+    if not self.mixing.enabled:
+      return batch
+    images, soft_labels = self.mixing(
+        rng, batch['image'], label_distribution(
+            batch['label'], self.num_classes, self.config.label_smoothing))
+    return {**batch, 'image': images, SOFT_LABEL: soft_labels}
+
   def loss(self, outputs: jax.Array, batch: base.Batch,
            intermediates: dict[str, Any]) -> tuple[jax.Array, base.Metrics]:
-    smoothing = self.config.label_smoothing
-    loss = jnp.mean(cross_entropy(outputs, batch['label'], smoothing))
+    """Mean cross-entropy with the labels, or with the `soft_label`s of a
+    mixed batch; `accuracy` counts a mixed example right when the model's
+    top class is its dominant label (the one with the larger weight)."""
+    if SOFT_LABEL in batch:
+      targets = batch[SOFT_LABEL]
+      labels = jnp.argmax(targets, -1)
+
+      def per_example(logits):
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32),
+                                           targets)
+    else:
+      labels = batch['label']
+      per_example = functools.partial(
+          cross_entropy, labels=labels,
+          label_smoothing=self.config.label_smoothing)
+    loss = jnp.mean(per_example(outputs))
     metrics = {'loss': loss,
-               'accuracy': jnp.mean(jnp.argmax(outputs, -1) == batch['label'])}
+               'accuracy': jnp.mean(jnp.argmax(outputs, -1) == labels)}
     if 'aux_logits' in intermediates:
-      aux = intermediates['aux_logits'][0]
-      metrics['aux_loss'] = jnp.mean(cross_entropy(aux, batch['label'],
-                                                   smoothing))
+      metrics['aux_loss'] = jnp.mean(per_example(
+          intermediates['aux_logits'][0]))
       loss = loss + self.config.aux_loss_weight * metrics['aux_loss']
     return loss, metrics
 
@@ -89,7 +129,7 @@ class Classification(base.Task):
   def metadata(self, model: nn.Module,
                data: base.InputPipeline) -> dict[str, Any]:
     config = self.config
-    spec = catalog.get_spec(config.dataset)
+    spec = catalog.get_spec(config.dataset, config.data_dir)
     label = data.builder.info.features['label']
     names = (list(label.names) if label.num_classes == self.num_classes
              else None)
