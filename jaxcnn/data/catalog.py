@@ -6,6 +6,8 @@ config is checked (`jaxcnn.config_check`) before TensorFlow is loaded.
 
 import dataclasses
 
+from jaxcnn.data import image_folder
+
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -20,7 +22,8 @@ class DatasetSpec:
   tfds_name: str
   train_split: str
   eval_split: str
-  num_classes: int
+  # None for an image folder until get_spec is given the folder.
+  num_classes: int | None
   mean: tuple[float, ...]  # Per channel, on the 0-255 scale.
   std: tuple[float, ...]
   prepare_hint: str = ''
@@ -55,11 +58,32 @@ DATASETS: dict[str, DatasetSpec] = {
 # Datasets whose builder generates its data offline; prepared on first use.
 EMBEDDED = frozenset({'digits'})
 
+# Your own images, --config.data_dir=DIR with DIR/train/<class>/*
+# (jaxcnn/data/image_folder.py), prepared on first use. Normalised with
+# ImageNet's statistics, which pretrained weights expect.
+IMAGE_FOLDER = 'image_folder'
+_IMAGE_FOLDER_SPEC = DatasetSpec(
+    IMAGE_FOLDER, image_folder.TRAIN_SPLIT, image_folder.EVAL_SPLIT, None,
+    IMAGENET_MEAN, IMAGENET_STD)
 
-def get_spec(name: str) -> DatasetSpec:
+
+def names() -> list[str]:
+  """Every value --config.dataset takes."""
+  return sorted([*DATASETS, IMAGE_FOLDER])
+
+
+def get_spec(name: str, data_dir: str | None = None) -> DatasetSpec:
+  """The spec of the dataset `name`; an image folder's class count is read
+  from `data_dir` (ImageFolderError when it is not a usable folder)."""
+  if name == IMAGE_FOLDER:
+    if data_dir is None:
+      return _IMAGE_FOLDER_SPEC
+    return dataclasses.replace(
+        _IMAGE_FOLDER_SPEC,
+        num_classes=len(image_folder.class_names(data_dir)))
   if name not in DATASETS:
     raise ValueError(f'Unknown dataset {name!r}. Known datasets: '
-                     f'{", ".join(sorted(DATASETS))}.')
+                     f'{", ".join(names())}.')
   return DATASETS[name]
 
 

@@ -116,7 +116,8 @@ def create(config: ml_collections.ConfigDict, model_channels: int, *,
   classification batches."""
   spec = datasets.get_spec(config.dataset)
   builder = datasets.load_builder(config.dataset, config.data_dir,
-                                  download=config.download)
+                                  download=config.download,
+                                  val_fraction=config.val_fraction)
   examples = Examples(config, spec, model_channels)
   return stream.Stream(
       builder, spec.train_split, spec.eval_split, config.batch_size,

@@ -3,10 +3,15 @@
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxcnn import config_check
 from jaxcnn.data import digits as _digits  # noqa: F401  Registers `digits`.
+from jaxcnn.data import image_folder
+from jaxcnn.data import image_folder_builder
 # Re-exported: the table lives where it can be read without TensorFlow.
 from jaxcnn.data.catalog import (  # noqa: F401
-    DATASETS, EMBEDDED, IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, get_spec)
+    DATASETS, EMBEDDED, IMAGE_FOLDER, IMAGENET_MEAN, IMAGENET_STD,
+    DatasetSpec, get_spec)
+from jaxcnn.data.image_folder import ImageFolderError  # noqa: F401
 
 _DOWNLOADABLE = ('Prepare it once on a machine with internet access: '
                  '`tfds build {name} --data_dir=DIR`, then pass '
@@ -18,13 +23,41 @@ class DatasetNotPreparedError(RuntimeError):
   """The dataset's files are not in the data dir."""
 
 
-def load_builder(name: str, data_dir: str | None,
-                 download: bool = False) -> tfds.core.DatasetBuilder:
-  """Returns the builder of a prepared dataset, preparing embedded ones.
+def load_image_folder(root: str,
+                      val_fraction: float) -> tfds.core.DatasetBuilder:
+  """The builder of the image folder `root` as its files are now, prepared
+  (once per state of the folder) in `root/tfds_prepared/`.
+
+  Raises ImageFolderError naming the folder or the files that cannot be
+  used, and what to do.
+  """
+  layout = image_folder.scan(root, val_fraction)
+  builder = image_folder_builder.ImageFolder(layout)
+  if not builder.is_prepared():
+    problem = config_check.output_dir_problem(builder.data_dir)
+    if problem:
+      raise ImageFolderError(
+          f'Cannot prepare {root} in {builder.data_dir} ({problem}): make '
+          f'{root} writable, or copy the folder to a writable place.')
+    builder.prepare()
+  return builder
+
+
+def load_builder(name: str, data_dir: str | None, download: bool = False,
+                 val_fraction: float = 0.1) -> tfds.core.DatasetBuilder:
+  """Returns the builder of a prepared dataset, preparing embedded ones and
+  image folders (`val_fraction`: their held-out part when they have no
+  `val/`).
 
   Raises DatasetNotPreparedError, saying how to prepare it, when the data is
   not in `data_dir`.
   """
+  if name == IMAGE_FOLDER:
+    if data_dir is None:
+      raise ImageFolderError(
+          f'--config.dataset={IMAGE_FOLDER} reads your images from '
+          '--config.data_dir=DIR: pass the folder holding DIR/train/<class>/.')
+    return load_image_folder(data_dir, val_fraction)
   spec = get_spec(name)
   builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
   if name in EMBEDDED or download:
