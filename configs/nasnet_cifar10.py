@@ -16,6 +16,8 @@ def get_config():
   config = base.get_config()
   config.model = 'nasnet_cifar'
   config.dataset = 'cifar10'
+  # A GENOTYPES name or a genotype string, e.g. nas.py's best.json's.
+  config.model_kwargs.genotype = 'nasnet_a'
   config.model_kwargs.aux_head = True
   config.model_kwargs.drop_path_rate = 0.4
   config.image_size = 32
