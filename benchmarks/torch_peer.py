@@ -41,6 +41,23 @@ def _efficientnet(name: str, fields: dict[str, Any]) -> tuple[str, Any]:
                       stochastic_depth_prob=fields['drop_connect_rate'])
 
 
+def _nasnet_large(module: Any) -> tuple[str, Any]:
+  """timm's `nasnetalarge`, which has neither an auxiliary head nor drop
+  path: only the network without them is the same."""
+  extras = [f'--model_kwarg={field}={off}'
+            for field, off in (('aux_head', False), ('drop_path_rate', 0.0),
+                               ('padding', 'timm'))
+            if getattr(module, field) != off]
+  if extras:
+    raise PeerUnavailable(
+        "timm's nasnetalarge has no auxiliary head or drop path and pads as "
+        f"'timm': compare with {' '.join(extras)}")
+  return 'timm nasnetalarge', lambda num_classes: (
+      torch_import.import_timm().create_model(
+          'nasnetalarge', num_classes=num_classes,
+          drop_rate=module.dropout_rate))
+
+
 def reference(config: ml_collections.ConfigDict,
               num_classes: int) -> tuple[str, Any]:
   """(library and name, `build(num_classes) -> torch.nn.Module`) of the
@@ -55,6 +72,8 @@ def reference(config: ml_collections.ConfigDict,
     module = models.from_config(config, num_classes)
     return _efficientnet(name, {f: getattr(module, f) for f in (
         'padding', 'dropout_rate', 'drop_connect_rate')})
+  if name == 'nasnet_large':
+    return _nasnet_large(models.from_config(config, num_classes))
   raise PeerUnavailable(f'no torchvision/timm reference for {name!r}')
 
 

@@ -75,23 +75,36 @@ class Predictor:
     return jax.nn.softmax(logits.astype(jnp.float32))
 
   def load_image(self, path: str) -> np.ndarray:
-    """The `[H, W, C]` model input of an image file."""
-    # The eval pipeline's own ops (TensorFlow), so images are preprocessed
-    # exactly as in evaluation; .npy batches need no TensorFlow.
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from jaxcnn.data import preprocess  # pylint: disable=g-import-not-at-top
+    """The `[H, W, C]` model input of an image file.
+
+    With TensorFlow installed, the eval pipeline's own ops preprocess it,
+    exactly as in evaluation; without, `data.eval_image` redoes them with
+    Pillow (PNG to float rounding, JPEG to about one grey level).
+    """
     prep = self.preprocessing
     if prep is None:
       raise ValueError(f'{path}: the checkpoint records no preprocessing for '
                        'images; pass preprocessed .npy batches instead.')
     try:
       with open(path, 'rb') as f:
-        encoded = tf.constant(f.read())
-      image = preprocess.center_crop(
-          encoded, size=prep.image_size, channels=self.model.in_channels,
-          method=prep.interpolation, crop_fraction=prep.crop_fraction)
+        encoded = f.read()
     except OSError as e:
       raise ValueError(f'{path}: cannot read it ({e.strerror}).') from None
+    fields = dict(size=prep.image_size, channels=self.model.in_channels,
+                  method=prep.interpolation, crop_fraction=prep.crop_fraction)
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      from jaxcnn.data import eval_image  # pylint: disable=g-import-not-at-top
+      try:
+        image = eval_image.center_crop(encoded, **fields)
+      except ValueError as e:
+        raise ValueError(f'{path}: not a readable image ({e}).') from None
+      return ((image - np.float32(prep.mean)) / np.float32(prep.std)).astype(
+          np.float32)
+    from jaxcnn.data import preprocess  # pylint: disable=g-import-not-at-top
+    try:
+      image = preprocess.center_crop(tf.constant(encoded), **fields)
     except tf.errors.OpError as e:
       # Without TF's '{{function_node ...}}' prefix and '[Op:...]' suffix.
       reason = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message).strip()

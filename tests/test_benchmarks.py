@@ -279,3 +279,25 @@ def test_depthwise_layers_times_each_layer_of_the_network_per_implementation(
   assert f'| {seconds * 1e3:.2f} ({15360 / seconds / 1e9:.0%}) |' in report
   bandwidth, source = depthwise_layers.measured_bandwidth(1 << 20, repeats=2)
   assert bandwidth > 0 and source.startswith('fastest of 2 runs of x + 1')
+
+
+def test_nasnet_large_peer_is_timm_without_the_recipes_extras():
+  pytest.importorskip('torch')
+  from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  config, _ = train_throughput.load_recipe('nasnet_large', '')
+  with pytest.raises(torch_peer.PeerUnavailable,
+                     match='--model_kwarg=aux_head=False '
+                           '--model_kwarg=drop_path_rate=0.0 '
+                           '--model_kwarg=padding=timm'):
+    torch_peer.reference(config, 10)
+  config.model_kwargs.update(dict(aux_head=False, drop_path_rate=0.0,
+                                  padding='timm'))
+  name, build = torch_peer.reference(config, 10)
+  assert name == 'timm nasnetalarge'
+  ours = jax.eval_shape(functools.partial(
+      state_lib.initial_variables, models.from_config(config, 10),
+      image_shape=(331, 331, 3)), jax.random.PRNGKey(0))['params']
+  # 88,753,150 with 1000 classes; the head is 4032 x 10 + 10 here.
+  assert (sum(p.size for p in jax.tree.leaves(ours)) ==
+          sum(p.numel() for p in build(10).parameters()) ==
+          88_753_150 - 990 * 4033)

@@ -1,5 +1,6 @@
-"""summary, cam, export and plot run where TensorFlow is not installed: a
-subprocess whose imports of tensorflow and tensorflow_datasets fail."""
+"""summary, cam, export, plot and predict (of .npy batches and image files)
+run where TensorFlow is not installed: a subprocess whose imports of
+tensorflow and tensorflow_datasets fail."""
 
 import json
 import os
@@ -7,7 +8,14 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+from PIL import Image
 import pytest
+
+from jaxcnn import convert
+from jaxcnn import models
+from jaxcnn import predict
+from tests import test_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = textwrap.dedent('''\
@@ -107,3 +115,32 @@ def test_predict_loads_a_checkpoint_and_predicts_npy_without_tensorflow(
   result = json.loads(out.splitlines()[-1])
   assert result['classes'] == result['want'] == result['cli']
   assert result['tensorflow'] == []
+
+
+def test_predict_preprocesses_an_image_file_without_tensorflow_as_with_it(
+    tmp_path):
+  model = models.create('lenet5', num_classes=10)
+  convert.save(str(tmp_path / 'weights'), test_export.random_variables(
+      model, (32, 32, 1)), {
+          'task': 'classification', 'model': 'lenet5', 'num_classes': 10,
+          'preprocessing': {'crop_size': 32, 'resize_size': 37,
+                            'interpolation': 'bicubic', 'mean': [0.45],
+                            'std': [0.22]}})
+  pixels = np.random.default_rng(0).integers(0, 256, (45, 61, 3), np.uint8)
+  Image.fromarray(pixels).save(tmp_path / 'digit.png')
+  with_tf = predict.load(str(tmp_path / 'weights')).load_image(
+      str(tmp_path / 'digit.png'))
+  out = _run('''
+      import json
+      from jaxcnn import predict
+      image = predict.load(sys.argv[1] + '/weights').load_image(
+          sys.argv[1] + '/digit.png')
+      print(json.dumps({'image': image.tolist(), 'tensorflow': [
+          m for m, module in sys.modules.items()
+          if module is not None and m.split('.')[0] == 'tensorflow']}))
+      ''', str(tmp_path))
+  result = json.loads(out.splitlines()[-1])
+  assert result['tensorflow'] == []
+  assert with_tf.shape == (32, 32, 1)
+  # 2e-4 of 255 at most, divided by the std (0.22 x 255).
+  np.testing.assert_allclose(result['image'], with_tf, rtol=0, atol=4e-6)

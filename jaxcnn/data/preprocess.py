@@ -43,7 +43,8 @@ def image_shape(encoded: tf.Tensor, channels: int) -> tf.Tensor:
 
 def _resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
   image = tf.image.resize(image, [size, size], method=method, antialias=False)
-  return tf.clip_by_value(image, 0.0, 255.0)
+  # 'nearest' keeps uint8; the others are float32 already.
+  return tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)
 
 
 def random_resized_crop(encoded: tf.Tensor, seed: tf.Tensor, *, size: int,

@@ -1,15 +1,9 @@
 """A run with Mixup, CutMix and gradient accumulation through the loop:
 it learns digits and resumes bitwise after a kill."""
 
-import os
-import shutil
-
-import jax
-import numpy as np
-
-from jaxcnn import checkpoint
 from jaxcnn import metrics
 from jaxcnn import trainer
+from tests import resume
 
 
 def test_a_mixup_run_learns_and_resumes_bitwise(digits_config, tmp_path):
@@ -28,19 +22,6 @@ def test_a_mixup_run_learns_and_resumes_bitwise(digits_config, tmp_path):
   assert losses[-1] < 0.6 * losses[0], losses
   assert losses[-1] > 3 * final['eval/loss'], (losses, final)
 
-  # Killed after the checkpoint at step 50, while writing a later line.
-  resumed = str(tmp_path / 'resumed')
-  shutil.copytree(straight, resumed)
-  shutil.rmtree(os.path.join(resumed, 'checkpoints', '100'))
-  with open(os.path.join(resumed, metrics.METRICS_FILE)) as f:
-    lines = f.readlines()
-  with open(os.path.join(resumed, metrics.METRICS_FILE), 'w') as f:
-    f.writelines(lines[:2] + [lines[2][:9]])  # Steps 25, 50; torn 75.
-  assert trainer.train_and_evaluate(config, resumed) == final
-  for a, b in zip(jax.tree.leaves(checkpoint.load_variables(straight)[0]),
-                  jax.tree.leaves(checkpoint.load_variables(resumed)[0]),
-                  strict=True):
-    np.testing.assert_array_equal(a, b)
-  with open(os.path.join(straight, metrics.METRICS_FILE)) as f, open(
-      os.path.join(resumed, metrics.METRICS_FILE)) as g:
-    assert f.read() == g.read()
+  # Killed after the checkpoint at step 50, while writing step 75's line.
+  resume.assert_resumes_bitwise(config, straight, str(tmp_path / 'resumed'),
+                                final, later_checkpoint=100, kept_lines=2)

@@ -1,8 +1,6 @@
 """The task seam: a task that is not classification (regressing a digit's
 brightness) trained by the same loop, with resume and non-finite handling."""
 
-import os
-import shutil
 from typing import Any
 
 import flax.linen as nn
@@ -18,6 +16,7 @@ from jaxcnn import tasks
 from jaxcnn import trainer
 from jaxcnn.data import datasets
 from jaxcnn.data import stream
+from tests import resume
 
 SIZE = 16
 
@@ -133,22 +132,9 @@ def test_a_second_task_trains_resumes_bitwise_and_records_itself(
   meta = checkpoint.load_meta(straight)
   assert (meta['task'], meta['target']) == ('brightness', 'mean pixel value')
 
-  # Killed after the checkpoint at step 10, while writing a later line.
-  resumed = str(tmp_path / 'resumed')
-  shutil.copytree(straight, resumed)
-  shutil.rmtree(os.path.join(resumed, 'checkpoints', '20'))
-  with open(os.path.join(resumed, metrics.METRICS_FILE)) as f:
-    lines = f.readlines()
-  with open(os.path.join(resumed, metrics.METRICS_FILE), 'w') as f:
-    f.writelines(lines[:2] + [lines[2][:7]])  # Steps 5, 10; torn 15.
-  assert trainer.train_and_evaluate(config, resumed) == final
-  for a, b in zip(jax.tree.leaves(checkpoint.load_variables(straight)[0]),
-                  jax.tree.leaves(checkpoint.load_variables(resumed)[0]),
-                  strict=True):
-    np.testing.assert_array_equal(a, b)
-  with open(os.path.join(straight, metrics.METRICS_FILE)) as f, open(
-      os.path.join(resumed, metrics.METRICS_FILE)) as g:
-    assert f.read() == g.read()
+  # Killed after the checkpoint at step 10, while writing step 15's line.
+  resume.assert_resumes_bitwise(config, straight, str(tmp_path / 'resumed'),
+                                final, later_checkpoint=20, kept_lines=2)
 
 
 def test_a_second_task_halts_or_skips_non_finite_steps(config, tmp_path):
