@@ -36,8 +36,9 @@ from jaxcnn.models import lowering
 
 SUMMARY_FILE = 'model_summary.txt'
 # Default input sizes of the models not trained at 224.
-_IMAGE_SIZES = {'lenet5': 32, **efficientnet.IMAGE_SIZES}
-_NUM_CLASSES = {'lenet5': 10}
+_IMAGE_SIZES = {'lenet5': 32, 'nasnet_cifar': 32, 'nasnet_large': 331,
+                **efficientnet.IMAGE_SIZES}
+_NUM_CLASSES = {'lenet5': 10, 'nasnet_cifar': 10}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,6 +54,14 @@ def test_xla_skips_the_taps_on_zero_padding():
   assert conv1.xla_macs == sum(rows) ** 2 * 3 * 64
 
 
+def test_nasnet_mobile_has_the_papers_mult_adds():
+  # Zoph et al. 2018, Table 2: NASNet-A (4 @ 1056), 564 M mult-adds.
+  result = _summary('nasnet_mobile')
+  assert result.input_shape == (1, 224, 224, 3)
+  assert result.params == 5_289_978
+  assert round(result.macs / 1e6) == 564
+
+
 def test_a_layer_called_with_python_arguments_is_counted():
   """NASNet's ops take `train` positionally; it must stay a Python bool."""
   model = models.create('nasnet_cifar', num_classes=10, num_cells=1,
