@@ -90,7 +90,8 @@ def test_never_identity_at_probability_zero():
 
 def test_parse_names_what_is_outside_the_space():
   space = space_lib.CellSpace(('id', 'max3'), num_blocks=1)
-  assert space.parse('normal=0:id+1:max3;reduce=1:id+0:id') is not None
+  text = 'normal=0:id+1:max3;reduce=1:id+0:id'
+  assert space.parse(text) == genotype_lib.parse(text)
   with pytest.raises(ValueError, match='Genotype normal: 2 blocks, the search '
                      'space has 1'):
     space.parse('normal=0:id+1:max3,0:id+1:id;reduce=1:id+0:id')
