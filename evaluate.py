@@ -10,6 +10,11 @@ DIR/confusion_matrix.png, and prints report.md. --quantize=int8 and
 float model (jaxcnn/evaluate.py, jaxcnn/compress.py). Several processes
 (--coordinator_address, --num_processes, --process_id, as for train.py)
 share the split and count every example once.
+
+Instead of a split, --files=DIR evaluates the image files DIR/<class name>/*
+(the names of the checkpoint's classes), and --files=IMAGES.npy
+--labels=LABELS.npy a batch of preprocessed images (as predict.py takes
+them) and their integer labels; neither needs TensorFlow.
 """
 
 import os
@@ -30,6 +35,11 @@ flags.DEFINE_bool('use_ema', False,
 flags.DEFINE_string('dataset', None, 'Dataset to evaluate on (default: the '
                     'run\'s; needed for converted weights).')
 flags.DEFINE_string('data_dir', None, 'tfds data dir (default: the run\'s).')
+flags.DEFINE_string('files', None, 'Evaluate these labelled files instead of '
+                    'a split: DIR/<class name>/* images, or a .npy batch of '
+                    'preprocessed images with --labels.')
+flags.DEFINE_string('labels', None, 'The .npy of integer labels of a .npy '
+                    '--files batch.')
 flags.DEFINE_integer('batch_size', None, 'Global eval batch size (default: '
                      'the run\'s eval_batch_size).', lower_bound=1)
 flags.DEFINE_string('quantize', None, 'Compress the weights first: int8 '
@@ -58,12 +68,14 @@ def main(argv):
   predict.keep_tensorflow_off_accelerators()
   logging.set_verbosity(logging.ERROR)  # Orbax warns about optional files.
   try:
-    # Each process reads its part of the split; process 0 writes the report.
+    # Each process reads its part of the examples; process 0 writes the
+    # report.
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id, FLAGS.distributed_timeout)
     evaluate.run(FLAGS.checkpoint, FLAGS.output, split=FLAGS.split,
                  use_ema=FLAGS.use_ema, dataset=FLAGS.dataset,
                  data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+                 files=FLAGS.files, labels=FLAGS.labels,
                  quantize=FLAGS.quantize, prune=FLAGS.prune,
                  overwrite=FLAGS.overwrite)
   except (ValueError, OSError) as e:

@@ -11,7 +11,10 @@ analysis of the step before optimisation (lowered for the CPU), and the model
 FLOP utilisation (MFU): achieved FLOP/s over the device's peak, measured by
 timing chained square matmuls in the same dtype (n = 8192 on accelerators, 1024
 on CPU). Then the same network, batch, resolution and optimizer in
-torchvision/timm (benchmarks/torch_peer.py) and the ratio jaxcnn / peer.
+torchvision/timm/effdet (benchmarks/torch_peer.py) and the ratio jaxcnn /
+peer. For detection it also times the post-processing of the model's eval
+outputs for the batch (top-k candidates and NMS), jaxcnn's jitted
+`task.detect` and effdet's.
 
 Each measurement runs in a fresh process (--isolate) so its peak memory is its
 own and neither framework holds device memory while the other runs. Imports
@@ -66,7 +69,8 @@ def define_model_flags() -> None:
       'max_pool_backward=xla; repeat for more.')
   flags.DEFINE_integer('batch', 256, 'Global batch size.')
   flags.DEFINE_integer('image_size', 0, "Default: the recipe's image size.")
-  flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
+  flags.DEFINE_integer('num_classes', 0, "Classifier outputs (0: 1000, or a "
+                       "detection recipe's dataset's: COCO's 90).")
 
 
 def _define_flags() -> None:
@@ -127,6 +131,13 @@ def config_from_flags() -> tuple[ml_collections.ConfigDict, str]:
   config.model_kwargs.update(parse_model_kwargs(FLAGS.model_kwarg))
   config.lowering.update(parse_lowering(FLAGS.lowering))
   return config, recipe
+
+
+def default_num_classes(config: ml_collections.ConfigDict) -> int:
+  """1000 (ImageNet's), or a detection recipe's own (its dataset's)."""
+  if config.task == 'detection':
+    return tasks.create(config).num_classes
+  return 1000
 
 
 def load_recipe(model: str,
@@ -214,13 +225,15 @@ def measured_peak_flops(dtype: Any, size: int = 0, chain: int = 8,
 
 
 class TrainStep(NamedTuple):
-  """The recipe's jitted train step, its inputs, the unjitted step, and
-  the model's lowering on this platform (as a run's)."""
+  """The recipe's jitted train step, its inputs, the unjitted step, the
+  model's lowering on this platform (as a run's), the task and the model."""
   jitted: Any
   step_fn: Callable[..., Any]
   state: Any
   data: dict[str, jax.Array]
   lowering: lowering.Lowering
+  task: tasks.Task
+  model: Any
 
 
 def build_train_step(config: ml_collections.ConfigDict, batch: int,
@@ -228,9 +241,10 @@ def build_train_step(config: ml_collections.ConfigDict, batch: int,
                      abstract: bool = False) -> TrainStep:
   """The run's own train step (`step.make_train_step`: its task's loss,
   freezing and non-finite handling included) of `config` on synthetic data
-  already on device (with `abstract`, its state only as shapes)."""
+  already on device (with `abstract`, its state only as shapes);
+  `num_classes` 0: `default_num_classes`."""
   config = config.copy_and_resolve_references()
-  config.num_classes = num_classes
+  config.num_classes = num_classes or default_num_classes(config)
   task = tasks.create(config)
   model = task.model({})
   shape = (config.image_size, config.image_size, model.in_channels)
@@ -257,7 +271,8 @@ def build_train_step(config: ml_collections.ConfigDict, batch: int,
       sharding.batch_sharding(mesh))
   jitted = step_lib.make_train_step(config, task, model, schedule, mesh,
                                     state_sharding, total_steps=0)
-  return TrainStep(jitted, jitted.__wrapped__, state, data, model.lowering)
+  return TrainStep(jitted, jitted.__wrapped__, state, data, model.lowering,
+                   task, model)
 
 
 def median_step(compiled: Any, state: Any, data: dict[str, jax.Array],
@@ -276,9 +291,22 @@ def median_step(compiled: Any, state: Any, data: dict[str, jax.Array],
   return state, metrics, statistics.median(times)
 
 
+def postprocess_seconds(train_step: TrainStep, state: Any,
+                        repeats: int) -> float:
+  """Median seconds of the jitted `task.detect` (top-k candidates, batched
+  NMS) of the model's eval outputs for the step's batch, after a compiling
+  call."""
+  model = train_step.model
+  outputs = jax.jit(functools.partial(model.apply, train=False))(
+      state.variables(), train_step.data['image'])
+  detect = jax.jit(train_step.task.detect)
+  return statistics.median(call_seconds(detect, (outputs,), repeats))
+
+
 def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
             warmup: int, num_classes: int = 1000) -> dict[str, Any]:
-  """Compile time, median step time, FLOPs and memory of the real step."""
+  """Compile time, median step time, FLOPs and memory of the real step;
+  for detection, the post-processing time of the batch."""
   train_step = build_train_step(config, batch, num_classes)
   state, data = train_step.state, train_step.data
   start = time.perf_counter()
@@ -286,13 +314,16 @@ def measure(config: ml_collections.ConfigDict, batch: int, steps: int,
   compile_s = time.perf_counter() - start
   state, metrics, step_s = median_step(compiled, state, data, steps, warmup)
   memory, memory_source = peak_memory(compiled, jax.devices()[0])
+  postprocess = ({'postprocess_s': postprocess_seconds(train_step, state,
+                                                       steps)}
+                 if config.task == 'detection' else {})
   return {'parameters': sum(p.size for p in jax.tree.leaves(state.params)),
           'compile_s': compile_s, 'step_s': step_s,
           'images_per_s': batch / step_s,
           'flops_per_step': model_flops(config, batch, num_classes),
           'lowering': train_step.lowering.as_dict(),
           'peak_memory_bytes': memory, 'memory_source': memory_source,
-          'loss': float(metrics['loss'])}
+          'loss': float(metrics['loss']), **postprocess}
 
 
 def utilisation(flops_per_step: float, step_s: float,
@@ -400,9 +431,27 @@ def table(report: dict[str, Any]) -> str:
           f'{_mib(result["peak_memory_bytes"]):>8}  {flops / 1e9:10.2f}  '
           f'{result["achieved_flops_per_s"] / 1e12:7.3f}  '
           f'{result["mfu"]:.3f}  {ratio}')
+  lines.extend(_postprocess_lines(report))
   lines.append('compile_s: jaxcnn lower + compile; torch: its first step '
                '(compilation included). ratio: jaxcnn / torch images/s.')
   return '\n'.join(lines)
+
+
+def _postprocess_lines(report: dict[str, Any]) -> list[str]:
+  """Per dtype, the post-processing time of a batch by each framework."""
+  lines = []
+  for row in report['results']:
+    if 'postprocess_s' not in row['jaxcnn']:
+      continue
+    times = [f'jaxcnn {row["jaxcnn"]["postprocess_s"] * 1e3:.1f} ms']
+    peer = row.get('peer', {})
+    if 'postprocess_s' in peer:
+      times.append(f'torch {peer["postprocess_s"] * 1e3:.1f} ms')
+    elif 'postprocess_skipped' in peer:
+      times.append(f'torch not timed: {peer["postprocess_skipped"]}')
+    lines.append(f'{row["dtype"]:<9} post-processing (top-k + NMS) per '
+                 f'batch: {", ".join(times)}')
+  return lines
 
 
 def _versions() -> dict[str, str]:
@@ -414,10 +463,11 @@ def _versions() -> dict[str, str]:
 def main(argv):
   del argv
   config, recipe = config_from_flags()
+  num_classes = FLAGS.num_classes or default_num_classes(config)
   load_before = os.getloadavg()
   dtypes = DTYPES if FLAGS.dtype == 'both' else (FLAGS.dtype,)
   results = [run(config, dtype, FLAGS.batch, FLAGS.steps, FLAGS.warmup,
-                 num_classes=FLAGS.num_classes, peer=FLAGS.peer,
+                 num_classes=num_classes, peer=FLAGS.peer,
                  peer_compile=FLAGS.peer_compile, isolate=FLAGS.isolate)
              for dtype in dtypes]
   first = results[0]['jaxcnn']
@@ -430,7 +480,7 @@ def main(argv):
       'model_kwargs': config.model_kwargs.to_dict(),
       'lowering': config.lowering.to_dict(),
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'batch': FLAGS.batch,
-      'image_size': config.image_size, 'num_classes': FLAGS.num_classes,
+      'image_size': config.image_size, 'num_classes': num_classes,
       'steps': FLAGS.steps, 'warmup': FLAGS.warmup,
       'device': first['device'], 'devices': first['devices'],
       'cpu': platform.processor() or platform.machine(),

@@ -236,9 +236,40 @@ FIELD_RULES: dict[str, Rule] = {
 }
 
 
+def _positive_or_unset(unset: str) -> Rule:
+  def rule(value):
+    if value == -1 or (_is_number(value) and value > 0):
+      return None
+    return f'must be -1 ({unset}) or a positive number'
+  return rule
+
+
+# The fields only a task's configs have (its recipes add them), by task.
+TASK_FIELD_RULES: dict[str, dict[str, Rule]] = {
+    'detection': {
+        'max_boxes': _integer(1),
+        'jitter_min': _number(0, low_open=True),
+        'jitter_max': _number(0, low_open=True),
+        'anchor_scale': _positive_or_unset("the model's"),
+        'box_loss_weight': _number(0),
+        'max_candidates': _integer(1),
+        'max_detections': _integer(1),
+        'nms_iou_threshold': _number(0, 1, low_open=True),
+        'nms_method': lambda value: _one_of(
+            _postprocess().NMS_METHODS)(value),
+        'soft_nms_sigma': _number(0, low_open=True),
+    },
+}
+
+
 def _tasks():
   from jaxcnn import tasks  # JAX: imported only when checking.
   return tasks
+
+
+def _postprocess():
+  from jaxcnn.detection import postprocess  # JAX: imported when checking.
+  return postprocess
 
 
 def _optim():
@@ -292,7 +323,17 @@ def _related_problems(config: Any, valid: set[str]) -> list[str]:
       config['batch_size'] % config['grad_accum_steps']):
     problems.append(_problem(config, 'grad_accum_steps', 'must divide '
                              f"--config.batch_size ({config['batch_size']})"))
+  if {'jitter_min', 'jitter_max'} <= valid and (
+      config['jitter_min'] > config['jitter_max']):
+    problems.append(_problem(config, 'jitter_min', 'must be at most '
+                             f"--config.jitter_max ({config['jitter_max']})"))
   spec = _dataset_spec(config, valid, problems)
+  task = config['task'] if 'task' in valid else 'classification'
+  if spec and spec.task != task:
+    problems.append(_problem(
+        config, 'dataset', f'is a {spec.task} dataset; the {task} task '
+        f"takes one of {', '.join(catalog.names(task))}"))
+    spec = None
   if spec and 'num_classes' in valid and 0 < config['num_classes'] < (
       spec.num_classes):
     problems.append(_problem(
@@ -308,7 +349,6 @@ def _related_problems(config: Any, valid: set[str]) -> list[str]:
                    spec.num_classes if spec else 1000)
     # A task with registered models takes only those (one building its own
     # network, as a test's, has none).
-    task = config['task'] if 'task' in valid else 'classification'
     if models.names(task) and models.task_of(config['model']) != task:
       problems.append(_problem(
           config, 'model',
@@ -325,6 +365,11 @@ def _related_problems(config: Any, valid: set[str]) -> list[str]:
       problems.append(_problem(config, 'model_kwargs',
                                str(e).rstrip('.')))
     else:
+      side = 2**getattr(module, 'max_level', 0)
+      if 'image_size' in valid and config['image_size'] % side:
+        problems.append(_problem(
+            config, 'image_size', f"must be a multiple of {side} for "
+            f"{config['model']}'s levels up to {module.max_level}"))
       if ('augment' in valid and config['augment'] != 'none' and
           module.in_channels != 3):
         problems.append(_problem(
@@ -385,9 +430,13 @@ def problems(config: Any, device_count: int | None = None,
   """
   found = []
   valid = set()
-  for field, rule in FIELD_RULES.items():
+  task = config.get('task', 'classification')
+  rules = {**FIELD_RULES, **TASK_FIELD_RULES.get(task, {})}
+  for field, rule in rules.items():
     if field not in config:
-      found.append(f'--config.{field}: missing (see configs/base.py)')
+      where = ('configs/base.py' if field in FIELD_RULES else
+               f'the {task} recipes, e.g. configs/efficientdet.py')
+      found.append(f'--config.{field}: missing (see {where})')
       continue
     reason = rule(config[field])
     if reason:
@@ -395,10 +444,17 @@ def problems(config: Any, device_count: int | None = None,
     else:
       valid.add(field)
   for field in config.keys():
-    if field not in FIELD_RULES:
-      close = difflib.get_close_matches(field, FIELD_RULES, n=1)
-      found.append(f'--config.{field}: unknown field' +
-                   (f' (did you mean {close[0]}?)' if close else ''))
+    if field in rules:
+      continue
+    owner = [name for name, fields in TASK_FIELD_RULES.items()
+             if field in fields]
+    if owner:
+      found.append(f'--config.{field}: a field of --config.task={owner[0]} '
+                   f'configs, not of task {task!r}')
+      continue
+    close = difflib.get_close_matches(field, rules, n=1)
+    found.append(f'--config.{field}: unknown field' +
+                 (f' (did you mean {close[0]}?)' if close else ''))
   init_from = config.get('init_from') if 'init_from' in valid else None
   if (init_from and '://' not in init_from and not os.path.exists(init_from)
       and not _has_checkpoints(workdir)):

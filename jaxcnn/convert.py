@@ -5,10 +5,13 @@ Library: `from_torch(name, state_dict)` and `from_keras(name, path)` return
 the jaxcnn module configured like the reference (padding, BatchNorm settings)
 and its variables.
 
-CLI, writing a checkpoint that `train.py --config.init_from=DIR` accepts:
+CLI, writing a checkpoint that `train.py --config.init_from=DIR` and
+predict.py accept:
 
   python -m jaxcnn.convert --model=resnet50 --source=torchvision \
       --weights=resnet50.pth --out=DIR
+  python -m jaxcnn.convert --model=efficientdet_d0 --source=effdet \
+      --weights=tf_efficientdet_d0.pth --out=DIR
 
 Sources: 'torchvision'; 'timm' (timm's `tf_efficientnet_b*` ports of the TF
 weights: TF SAME padding, BatchNorm eps 1e-3; and timm's `resnet*`, whose keys
@@ -18,7 +21,9 @@ timm EfficientNet keys are taken as 'timm' unless told otherwise. timm's
 `nasnetalarge` is 'timm' for nasnet_large. 'keras': Keras' NASNetMobile /
 NASNetLarge HDF5 weights (legacy `.h5` or Keras 3 `.weights.h5`, read with
 h5py alone, jaxcnn.keras_import); `--source=auto` takes `.h5` files as Keras.
-Keras' top is a softmax; jaxcnn returns the logits.
+Keras' top is a softmax; jaxcnn returns the logits. 'effdet' /
+'effdet_torch': effdet's `tf_efficientdet_d*` / `efficientdet_d*` for
+efficientdet_d0 ... d7x (jaxcnn.effdet_import).
 """
 
 import math
@@ -46,7 +51,10 @@ from jaxcnn.models import layers
 from jaxcnn.models import lowering
 from jaxcnn.models import nasnet
 
-SOURCES = ('torchvision', 'timm', 'timm_torch', 'keras')
+# effdet's sources (jaxcnn.effdet_import) convert EfficientDet.
+SOURCES = ('torchvision', 'timm', 'timm_torch', 'keras', 'effdet',
+           'effdet_torch')
+_DETECTOR_PREFIX = 'efficientdet_'
 FLAGS = flags.FLAGS
 
 # Problems the CLI's one-line error lists.
@@ -263,8 +271,12 @@ def detect_source(keys: Any) -> str:
   """The source whose key names `keys` has; 'torchvision' when they agree.
 
   timm EfficientNet keys are taken as its tf_efficientnet ports ('timm');
-  its own efficientnet_* weights need source='timm_torch'.
+  its own efficientnet_* weights need source='timm_torch'. effdet's keys are
+  taken as its tf_efficientdet ports ('effdet'); its efficientdet_* need
+  source='effdet_torch'.
   """
+  if any(key.startswith(('class_net.', 'model.class_net.')) for key in keys):
+    return 'effdet'
   if any(key.startswith(('conv_stem.', 'blocks.', 'conv0.', 'cell_stem_'))
          for key in keys):
     return 'timm'
@@ -351,8 +363,12 @@ def from_torch(name: str, state_dict: Mapping[str, Any],
     ValueError: unknown model or source, or weights that do not fit the model
       (every missing, unexpected and mis-shaped key listed in one error).
   """
-  family = _family(name)
   source = source or detect_source(state_dict)
+  if name.startswith(_DETECTOR_PREFIX):
+    from jaxcnn import effdet_import  # pylint: disable=g-import-not-at-top
+    return effdet_import.from_effdet(name, state_dict, source, num_classes,
+                                     **overrides)
+  family = _family(name)
   if source not in family.rules:
     raise ValueError(f'Unknown source {source!r} for {name}. Known sources: '
                      f'{", ".join(family.rules)}.')
@@ -506,12 +522,16 @@ def main(argv: list[str]) -> None:
       state_dict = load_state_dict(FLAGS.weights)
       source = source or detect_source(state_dict)
       module, variables = from_torch(FLAGS.model, state_dict, source)
+    if FLAGS.model.startswith(_DETECTOR_PREFIX):
+      from jaxcnn import effdet_import  # pylint: disable=g-import-not-at-top
+      meta = effdet_import.checkpoint_meta(module, FLAGS.model, source)
+    else:
+      meta = {'task': 'classification', 'num_classes': module.num_classes,
+              'model_kwargs': model_kwargs(FLAGS.model, source),
+              'preprocessing': preprocessing(FLAGS.model, source)}
     save(FLAGS.out, variables, {
-        'task': 'classification', 'model': FLAGS.model, 'source': source,
-        'num_classes': module.num_classes,
-        'weights': os.path.abspath(FLAGS.weights),
-        'model_kwargs': model_kwargs(FLAGS.model, source),
-        'preprocessing': preprocessing(FLAGS.model, source)})
+        **meta, 'model': FLAGS.model, 'source': source,
+        'weights': os.path.abspath(FLAGS.weights)})
   except ValueError as e:
     summary, *problems = str(e).splitlines()
     listed = '; '.join(p.strip() for p in problems[:_MAX_LISTED])

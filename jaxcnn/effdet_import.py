@@ -20,10 +20,14 @@ import numpy as np
 
 from jaxcnn import convert
 from jaxcnn import models
+from jaxcnn.data import catalog
 from jaxcnn.models import efficientdet
 from jaxcnn.models import layers
+from jaxcnn.tasks import detection
 
 SOURCES = ('effdet', 'effdet_torch')
+COCO = 'coco/2017'
+COCO_CLASSES = 90  # effdet's weights: COCO category ids 1..90.
 
 _SOURCE_FIELDS = {
     'effdet': {},
@@ -50,6 +54,23 @@ _RULES: tuple[tuple[str, str], ...] = (
 )
 _EDGE_WEIGHTS = re.compile(r'fpn\.cell\.(\d+)\.fnode\.(\d+)\.combine\.'
                            r'edge_weights')
+
+
+def checkpoint_meta(module: nn.Module, name: str,
+                    source: str) -> dict[str, Any]:
+  """What a converted checkpoint records for predict.py and fine-tuning:
+  effdet's COCO setup (90 classes = category ids 1..90, ImageNet
+  normalisation, the variant's anchors, automl's post-processing)."""
+  coco = module.num_classes == COCO_CLASSES
+  return {
+      'task': 'detection', 'num_classes': module.num_classes,
+      'dataset': COCO if coco else None,
+      'class_names': list(catalog.COCO_CLASS_NAMES) if coco else None,
+      'model_kwargs': model_kwargs(source),
+      **detection.inference_meta(
+          efficientdet.IMAGE_SIZES[name], catalog.IMAGENET_MEAN,
+          catalog.IMAGENET_STD, module.max_level,
+          efficientdet.ANCHOR_SCALES[name])}
 
 
 def model_kwargs(source: str) -> dict[str, Any]:

@@ -8,6 +8,10 @@ precision, recall and F1 are scikit-learn's of the matrix's (label,
 prediction) pairs. Converted weights (`python -m jaxcnn.convert`) are
 evaluated on `dataset` with the preprocessing they record.
 
+Instead of a split, `files` (`jaxcnn.labelled_files`: a folder of class
+folders, or a .npy batch with its labels) go through the same eval step,
+without TensorFlow.
+
 Optionally the weights are compressed first (`jaxcnn.compress`: int8,
 pruning) and the report compares them with the float model.
 
@@ -15,9 +19,10 @@ TensorFlow (the datasets) is imported only when a split is read.
 """
 
 import dataclasses
+import functools
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +33,11 @@ from sklearn import metrics as sk_metrics
 
 from jaxcnn import checkpoint
 from jaxcnn import compress
+from jaxcnn import labelled_files
 from jaxcnn import predict
 from jaxcnn import sharding
 from jaxcnn import step as step_lib
+from jaxcnn import workdir
 from jaxcnn.data import catalog
 from jaxcnn.tasks import base
 from jaxcnn.tasks import classification
@@ -122,28 +129,33 @@ def data_config(path: str, meta: dict[str, Any],
                 predictor: predict.Predictor,
                 trained: ml_collections.ConfigDict | None,
                 dataset: str | None, data_dir: str | None,
-                batch_size: int | None) -> ml_collections.ConfigDict:
-  """The `trained` run's config (its fields over the defaults, which fill
-  those added since) or, for converted weights, the defaults with their
-  model and preprocessing; `dataset`, `data_dir` and the eval `batch_size`
-  replace its own."""
-  # The defaults of the recipes, beside the package (as train.py has them).
-  from configs import base as base_config
-  fields = base_config.get_config().to_dict()
+                batch_size: int | None,
+                files: bool = False) -> ml_collections.ConfigDict:
+  """The `trained` run's config (fields added since it was saved take the
+  values that reproduce it) or, for converted weights, the recipes'
+  defaults with their model and preprocessing; `dataset`, `data_dir` and the
+  eval `batch_size` replace its own. Converted weights need a `dataset`
+  unless they are evaluated on `files`."""
   if trained is not None:
-    fields.update(trained.to_dict())
+    fields = {**workdir.ADDED_FIELDS, **trained.to_dict()}
   else:
-    if dataset is None:
+    if dataset is None and not files:
       raise ValueError(f'--checkpoint={path}: holds weights of no training '
                        'run (e.g. jaxcnn.convert output); pass '
                        '--dataset=NAME (and --data_dir=DIR) to evaluate them.')
+    # Weights of no run: every data field from the recipes' defaults,
+    # beside the package (as train.py has them).
+    from configs import base as base_config
+    fields = base_config.get_config().to_dict()
+    fields['model'] = meta['model']
     prep = predictor.preprocessing
-    if prep is None:
+    if prep is not None:
+      fields.update(image_size=prep.image_size,
+                    eval_crop_fraction=prep.crop_fraction,
+                    interpolation=prep.interpolation)
+    elif not files:
       raise ValueError(f'--checkpoint={path}: records no preprocessing for '
                        'images, so it cannot be evaluated on a dataset.')
-    fields.update(model=meta['model'], image_size=prep.image_size,
-                  eval_crop_fraction=prep.crop_fraction,
-                  interpolation=prep.interpolation)
   config = ml_collections.ConfigDict(fields)
   config.num_classes = meta['num_classes']  # The model's outputs.
   if dataset is not None:
@@ -198,12 +210,14 @@ def eval_data(config: ml_collections.ConfigDict,
 
 
 def evaluate(task: ConfusionClassification, eval_fn: Any, variables: Any,
-             data: base.InputPipeline, mesh: jax.sharding.Mesh) -> Evaluation:
+             eval_batches: Callable[[], Iterable[dict[str, Any]]],
+             mesh: jax.sharding.Mesh) -> Evaluation:
   """The task's metrics and confusion matrix of `variables` over every
-  eval example once."""
+  eval example once (this process's part of each padded batch from
+  `eval_batches()`)."""
   evaluator = task.evaluator()
   batch_sharding = sharding.batch_sharding(mesh)
-  for batch in data.eval_batches():
+  for batch in eval_batches():
     evaluator.add(eval_fn(variables,
                           sharding.global_batch(batch, batch_sharding)))
   return Evaluation(evaluator.result(), evaluator.confusion_matrix())
@@ -238,13 +252,22 @@ def _row(name: str, scores: dict[str, Any]) -> str:
           f'{scores["f1"]:.4f} | {scores["support"]} |')
 
 
+def _source(report: dict[str, Any], quote: str = '`') -> str:
+  """What was evaluated: 'digits `test`', or the files."""
+  if report.get('files') is None:
+    return f'{report["dataset"]} {quote}{report["split"]}{quote}'
+  labels = report.get('labels')
+  return f'{quote}{report["files"]}{quote}' + (
+      f' labelled by {quote}{labels}{quote}' if labels else '')
+
+
 def format_markdown(report: dict[str, Any]) -> str:
   """report.md: the summary, the per-class table and, with compression, the
   comparison with the float model."""
   weights = 'EMA weights' if report['use_ema'] else 'weights'
   step = f' (step {report["step"]})' if report.get('step') is not None else ''
   lines = [
-      f'# {report["model"]} on {report["dataset"]} `{report["split"]}`', '',
+      f'# {report["model"]} on {_source(report)}', '',
       f'{weights} of `{report["checkpoint"]}`{step}: {report["examples"]} '
       f'examples, accuracy {report["accuracy"]:.4f}, top-5 '
       f'{report["top5"]:.4f}, loss {report["loss"]:.4f}.', '',
@@ -305,32 +328,53 @@ def write_report(output: str, report: dict[str, Any]) -> None:
   confusion_figure(
       np.asarray(report['confusion_matrix']),
       [c['name'] for c in report['per_class']],
-      f'{report["model"]} on {report["dataset"]} {report["split"]}: '
+      f'{report["model"]} on {_source(report, quote="")}: '
       f'accuracy {report["accuracy"]:.4f}').savefig(
           os.path.join(output, CONFUSION_PNG), dpi=100)
 
 
-def _class_names(predictor: predict.Predictor, data: Any,
-                 classes: int) -> list[str]:
+def _class_names(predictor: predict.Predictor, classes: int,
+                 data: Any = None) -> list[str]:
+  """The checkpoint's class names; for converted weights without them, the
+  dataset's where the count fits, else the indices."""
   names = predictor.class_names
-  if not names:  # Converted weights: the dataset's, where the count fits.
+  if not names and data is not None:
     label = data.builder.info.features['label']
     names = label.names if label.num_classes == classes else None
   return list(names) if names else [str(c) for c in range(classes)]
 
 
+def _check_source(files: str | None, labels: str | None, split: str | None,
+                  dataset: str | None, data_dir: str | None) -> None:
+  if files is None:
+    if labels is not None:
+      raise ValueError(f'--labels={labels}: labels a .npy batch; pass it '
+                       'as --files=IMAGES.npy too.')
+    return
+  for flag, value in (('split', split), ('dataset', dataset),
+                      ('data_dir', data_dir)):
+    if value is not None:
+      raise ValueError(f'--{flag}={value}: chooses a dataset split, but '
+                       f'--files={files} are evaluated instead; pass one '
+                       'of them.')
+
+
 def run(checkpoint_path: str, output: str, *, split: str | None = None,
         use_ema: bool = False, dataset: str | None = None,
         data_dir: str | None = None, batch_size: int | None = None,
+        files: str | None = None, labels: str | None = None,
         quantize: str | None = None, prune: float = 0.0,
         overwrite: bool = False) -> dict[str, Any]:
   """Evaluates the checkpoint (compressed with `quantize` / `prune`) on
-  `split`, prints report.md and writes the report to `output`.
+  `split`, or on `files` (`labelled_files.read`: a folder of class folders,
+  or a .npy batch with its `labels` .npy) without TensorFlow, prints
+  report.md and writes the report to `output`.
 
   Raises ValueError or OSError (one line naming the flag) on a bad option,
-  checkpoint, dataset or output, before anything is written.
+  checkpoint, dataset, file or output, before anything is written.
   """
   compress.check_options(quantize, prune)
+  _check_source(files, labels, split, dataset, data_dir)
   check_output(output, overwrite)
   path = checkpoint.absolute(checkpoint_path)
   try:
@@ -340,34 +384,45 @@ def run(checkpoint_path: str, output: str, *, split: str | None = None,
     raise type(e)(f'--checkpoint={checkpoint_path}: {e}') from None
   trained = run_config(path, meta)
   config = data_config(path, meta, predictor, trained, dataset, data_dir,
-                       batch_size)
+                       batch_size, files=files is not None)
   mesh = sharding.create_mesh()
   if config.eval_batch_size % mesh.size:
     raise ValueError(f'--batch_size={config.eval_batch_size}: must divide '
                      f'among the {mesh.size} devices.')
   task = ConfusionClassification(config)
-  data = eval_data(config, task, predictor, split, converted=trained is None)
+  if files is None:
+    data = eval_data(config, task, predictor, split,
+                     converted=trained is None)
+    names = _class_names(predictor, task.num_classes, data)
+    eval_batches = data.eval_batches
+    source = {'dataset': config.dataset, 'split': data.eval_split}
+  else:
+    names = _class_names(predictor, task.num_classes)
+    eval_batches = functools.partial(
+        labelled_files.eval_batches,
+        labelled_files.read(files, labels, predictor, names),
+        config.eval_batch_size, jax.process_index(), jax.process_count())
+    source = {'dataset': None, 'split': None, 'files': files,
+              'labels': labels}
   variables_sharding = sharding.replicated(mesh)
   eval_fn = step_lib.make_eval_step(task, predictor.model, mesh,
                                     variables_sharding)
   host_variables = jax.device_get(predictor.variables)
   result = evaluate(task, eval_fn,
-                    jax.device_put(host_variables, variables_sharding), data,
-                    mesh)
+                    jax.device_put(host_variables, variables_sharding),
+                    eval_batches, mesh)
   study = None
   if quantize or prune:
     compressed = compress.compress(host_variables, quantize, prune)
     baseline = result
     result = evaluate(task, eval_fn, jax.device_put(compressed.variables,
                                                     variables_sharding),
-                      data, mesh)
+                      eval_batches, mesh)
     study = _compression_study(baseline, result, host_variables, compressed,
                                quantize, prune)
-  names = _class_names(predictor, data, task.num_classes)
   report = {
       'checkpoint': checkpoint_path, 'model': meta['model'],
-      'step': meta.get('step'), 'use_ema': use_ema,
-      'dataset': config.dataset, 'split': data.eval_split,
+      'step': meta.get('step'), 'use_ema': use_ema, **source,
       'examples': int(result.confusion.sum()),
       **result.metrics,
       **class_scores(result.confusion, names),

@@ -197,28 +197,45 @@ def _preprocessing(prep: dict[str, Any],
                        prep['interpolation'], mean, std)
 
 
+def existing(path: str) -> str:
+  """`path` made absolute; FileNotFoundError if nothing is there."""
+  path = checkpoint.absolute(path)
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(f'No checkpoint at {path}: it does not exist.')
+  return path
+
+
+def task_of(path: str) -> str:
+  """The task of the model a workdir or checkpoint holds."""
+  return checkpoint.load_meta(existing(path)).get('task', 'classification')
+
+
+def model_of(meta: dict[str, Any]) -> nn.Module:
+  """The model a checkpoint's record describes, lowered for this
+  platform."""
+  dtype = jnp.bfloat16 if meta.get('half_precision') else jnp.float32
+  fields, legacy = lowering.split_model_kwargs(meta.get('model_kwargs', {}))
+  return models.create(
+      meta['model'], num_classes=meta['num_classes'], dtype=dtype,
+      lowering=lowering.for_platform(jax.default_backend(), **legacy),
+      **fields)
+
+
 def load(path: str, use_ema: bool = False) -> Predictor:
   """The model of a training workdir or checkpoint, or of a checkpoint
   written by `python -m jaxcnn.convert`: read from the checkpoint's own
   record (checkpoints of runs before it recorded everything read their
   run's config.json)."""
-  path = checkpoint.absolute(path)
-  if not epath.Path(path).exists():
-    raise FileNotFoundError(f'No checkpoint at {path}: it does not exist.')
+  path = existing(path)
   meta = checkpoint.load_meta(path)
   if 'model' not in meta:
     raise ValueError(f'{path} names no model: it was not written by train.py '
                      'or jaxcnn.convert.')
   if meta.get('task', 'classification') != 'classification':
-    raise ValueError(f'{path} holds a {meta["task"]} model; predict.py '
-                     'predicts classes.')
+    raise ValueError(f'{path} holds a {meta["task"]} model, not a '
+                     'classifier.')
   if 'preprocessing' in meta:
-    dtype = jnp.bfloat16 if meta.get('half_precision') else jnp.float32
-    fields, legacy = lowering.split_model_kwargs(meta.get('model_kwargs', {}))
-    model = models.create(
-        meta['model'], num_classes=meta['num_classes'], dtype=dtype,
-        lowering=lowering.for_platform(jax.default_backend(), **legacy),
-        **fields)
+    model = model_of(meta)
     preprocessing = _preprocessing(meta['preprocessing'], model.in_channels)
     names = meta.get('class_names')
   else:

@@ -31,14 +31,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import models
+from jaxcnn.models import efficientdet
 from jaxcnn.models import efficientnet
 from jaxcnn.models import lowering
 
 SUMMARY_FILE = 'model_summary.txt'
 # Default input sizes of the models not trained at 224.
 _IMAGE_SIZES = {'lenet5': 32, 'nasnet_cifar': 32, 'nasnet_large': 331,
-                **efficientnet.IMAGE_SIZES}
-_NUM_CLASSES = {'lenet5': 10, 'nasnet_cifar': 10}
+                **efficientnet.IMAGE_SIZES, **efficientdet.IMAGE_SIZES}
+_NUM_CLASSES = {'lenet5': 10, 'nasnet_cifar': 10,
+                **{name: 90 for name in efficientdet.IMAGE_SIZES}}  # COCO.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Layer:
   """One leaf module call (a convolution, BatchNorm, dense layer, ...)."""
   path: str
   kind: str
-  output_shape: tuple[int, ...]
+  output_shape: Any  # A tuple, or a tree of them for several outputs.
   params: int
   macs: int  # Conv/dense taps, padding included; 0 for other layers.
   xla_macs: float
@@ -57,7 +59,7 @@ class Summary:
   """A model's layers and totals for one `[1, H, W, C]` image."""
   name: str
   input_shape: tuple[int, ...]
-  output_shape: tuple[int, ...]
+  output_shape: Any  # A tuple, or a tree of them for several outputs.
   layers: list[Layer]
   params: int
   macs: int
@@ -87,6 +89,14 @@ def _xla_macs(function, *args) -> float:
 def _spec(x: Any) -> Any:
   return jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(
       x, jax.Array) else x
+
+
+def _shapes(outputs: Any) -> Any:
+  """An output's shape; a module with several outputs (a backbone's
+  levels, a detector's per-level maps), the same tree of shapes."""
+  if hasattr(outputs, 'shape'):
+    return tuple(outputs.shape)
+  return jax.tree.map(lambda x: tuple(x.shape), outputs)
 
 
 def _subtree(variables: dict, path: tuple[str, ...]) -> dict:
@@ -119,7 +129,7 @@ def summarize(model: nn.Module, image_shape: Sequence[int],
     out = next_fun(*args, **kwargs)
     if context.method_name == '__call__':
       calls.append((context.module.path, context.module.clone(parent=None),
-                    jax.tree.map(_spec, (args, kwargs)), out.shape))
+                    jax.tree.map(_spec, (args, kwargs)), _shapes(out)))
     return out
 
   with nn.intercept_methods(record):
@@ -153,10 +163,10 @@ def summarize(model: nn.Module, image_shape: Sequence[int],
     macs = (math.prod(out_shape[1:-1]) * math.prod(kernel.shape)
             if kernel is not None else 0)
     layers.append(Layer('/'.join(path), type(module).__name__,
-                        tuple(out_shape), _count(own.get('params', {})),
+                        out_shape, _count(own.get('params', {})),
                         macs, cache[key]))
   return Summary(name or type(model).__name__, tuple(images.shape),
-                 tuple(output.shape), layers, _count(variables['params']),
+                 _shapes(output), layers, _count(variables['params']),
                  sum(layer.macs for layer in layers),
                  _xla_macs(forward, variables, images))
 
@@ -169,6 +179,16 @@ def _si(value: float) -> str:
   return f'{value:.0f}'
 
 
+def _short(shape: Any) -> str:
+  if _is_shape(shape):
+    return str(shape)
+  return f'{len(jax.tree.leaves(shape, is_leaf=_is_shape))} outputs'
+
+
+def _is_shape(x: Any) -> bool:
+  return isinstance(x, tuple) and all(isinstance(n, int) for n in x)
+
+
 def format_summary(summary: Summary) -> str:
   """A table of every layer, then the totals."""
   header = ('layer', 'kind', 'output', 'params', 'MACs', 'XLA MACs')
@@ -177,7 +197,8 @@ def format_summary(summary: Summary) -> str:
           for layer in summary.layers]
   rows.append(('(other ops)', '', '', '', '',
                f'{summary.other_xla_macs:,.0f}'))
-  rows.append(('total', '', str(summary.output_shape), f'{summary.params:,}',
+  rows.append(('total', '', _short(summary.output_shape),
+               f'{summary.params:,}',
                f'{summary.macs:,}', f'{summary.xla_macs:,.0f}'))
   widths = [max(len(row[i]) for row in (header, *rows))
             for i in range(len(header))]

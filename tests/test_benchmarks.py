@@ -8,6 +8,7 @@ import tempfile
 from absl import app
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import benchmarks
@@ -15,6 +16,8 @@ from benchmarks import train_throughput
 from jaxcnn import models
 from jaxcnn import optim
 from jaxcnn import state as state_lib
+from jaxcnn import tasks
+from jaxcnn.models import lowering
 
 _JAX_FIELDS = {'parameters', 'compile_s', 'step_s', 'images_per_s',
                'flops_per_step', 'peak_memory_bytes', 'memory_source', 'loss',
@@ -301,3 +304,102 @@ def test_nasnet_large_peer_is_timm_without_the_recipes_extras():
   assert (sum(p.size for p in jax.tree.leaves(ours)) ==
           sum(p.numel() for p in build(10).parameters()) ==
           88_753_150 - 990 * 4033)
+
+
+def _efficientdet_d0(**model_kwargs):
+  config, recipe = train_throughput.load_recipe('efficientdet_d0', '')
+  assert recipe == 'efficientdet_d0' and config.task == 'detection'
+  config.image_size = 128
+  config.model_kwargs.update(model_kwargs)
+  return config
+
+
+def _param_count(config, num_classes: int) -> int:
+  params = jax.eval_shape(functools.partial(
+      state_lib.initial_variables, models.from_config(config, num_classes),
+      image_shape=(config.image_size, config.image_size, 3)),
+                          jax.random.PRNGKey(0))['params']
+  return sum(p.size for p in jax.tree.leaves(params))
+
+
+def test_efficientdet_peer_is_effdets_network_of_the_same_padding():
+  pytest.importorskip('torch')
+  from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  config = _efficientdet_d0()
+  assert train_throughput.default_num_classes(config) == 90  # COCO's ids.
+  name, build = torch_peer.reference(config, 2)
+  assert name == 'effdet tf_efficientdet_d0'
+  # 3,880,067 with 90 classes (tests/models); the class head's pointwise
+  # conv has 9 x (90 - 2) x (64 + 1) fewer parameters here.
+  assert (_param_count(config, 2) ==
+          sum(p.numel() for p in build(2).parameters()) ==
+          3_880_067 - 9 * 88 * 65)
+  config.model_kwargs.padding = 'symmetric'
+  with pytest.raises(torch_peer.PeerUnavailable,
+                     match="compare with --model_kwarg=backbone_kwargs="
+                           "{'bn_momentum': 0.9, 'bn_epsilon': 1e-05} "
+                           '--model_kwarg=redundant_bias=False'):
+    torch_peer.reference(config, 2)
+  config.model_kwargs.update(
+      redundant_bias=False,
+      backbone_kwargs={'bn_momentum': 0.9, 'bn_epsilon': 1e-5})
+  name, build = torch_peer.reference(config, 2)
+  assert name == 'effdet efficientdet_d0'
+  assert (_param_count(config, 2) ==
+          sum(p.numel() for p in build(2).parameters()) ==
+          3_877_763 - 9 * 88 * 65)
+
+
+def test_effdet_peer_trains_with_effdets_loss_on_the_tasks_batch():
+  torch = pytest.importorskip('torch')
+  from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  # The FPN and heads' width and depth are mirrored in effdet's config.
+  config = _efficientdet_d0(fpn_channels=16, fpn_repeats=1, head_repeats=1)
+  images, targets = torch_peer._synthetic_batch(config, 2, 2,
+                                                torch.device('cpu'))
+  two_classes = config.copy_and_resolve_references()
+  two_classes.num_classes = 2
+  batch = tasks.create(two_classes).dummy_batch(
+      models.from_config(config, 2), 2, 128)
+  assert images.is_contiguous(memory_format=torch.channels_last)
+  np.testing.assert_array_equal(images.permute(0, 2, 3, 1), batch['image'])
+  np.testing.assert_array_equal(targets['bbox'], batch['boxes'])
+  assert targets['cls'].numpy().tolist() == [
+      [c + 1 if valid else -1 for c, valid in zip(classes, valids)]
+      for classes, valids in zip(batch['classes'], batch['box_valid'])]
+  result = torch_peer.measure(config, 2, 1, 0, num_classes=2,
+                              compile_mode='off')
+  assert result['peer_model'] == 'effdet tf_efficientdet_d0'
+  assert result['parameters'] == _param_count(config, 2)
+  assert result['peer_mode'] == 'eager'
+  assert result['step_s'] > 0 and 0 < result['loss'] < 1e3
+  # effdet's NMS is torchvision's compiled op, missing where it does not load.
+  if 'postprocess_skipped' in result:
+    assert "torchvision's compiled NMS does not load" in result[
+        'postprocess_skipped']
+  else:
+    assert result['postprocess_s'] > 0
+
+
+def test_detection_benchmark_times_the_step_and_the_post_processing():
+  # A 1-block-per-stage backbone and levels 3-5 keep the compilation
+  # short; effdet has no such network, so the peer says what to change.
+  config = _efficientdet_d0(fpn_channels=16, fpn_repeats=1, head_repeats=1,
+                            backbone_kwargs={'depth': 0.1}, max_level=5)
+  config.image_size = 64
+  config.max_candidates = 100
+  config.lowering.update(lowering.XLA.as_dict())
+  row = train_throughput.run(config, 'float32', batch=2, steps=1, warmup=0,
+                             num_classes=2, isolate=False)
+  ours = row['jaxcnn']
+  assert set(ours) == _JAX_FIELDS | {'postprocess_s'}
+  assert ours['step_s'] > 0 and ours['postprocess_s'] > 0
+  assert 0 < ours['loss'] < 1e3
+  assert ours['parameters'] == _param_count(config, 2)
+  assert row['peer'] == {'skipped': (
+      "effdet's tf_efficientdet_d0 is the variant's network: compare with "
+      '--model_kwarg=backbone_kwargs=None --model_kwarg=max_level=7')}
+  lines = train_throughput.table({'results': [row]}).splitlines()
+  assert lines[-2] == (
+      'float32   post-processing (top-k + NMS) per batch: jaxcnn '
+      f'{ours["postprocess_s"] * 1e3:.1f} ms')

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from configs import base
+from configs import efficientdet_quickstart
 from configs import quickstart
 from jaxcnn import config_check
 from tests import recipes
@@ -57,7 +58,10 @@ BAD = [
      "depthwise must be one of auto, conv, taps, pallas (got 'cudnn')"),
     (dict(lowering=dict(depthwise='auto')), 'must have exactly the kinds '
      'depthwise, pointwise, small_output_conv, max_pool_backward'),
-    (dict(dataset='cifar11'), 'must be one of cifar10, cifar100, digits'),
+    (dict(dataset='cifar11'),
+     'must be one of cifar10, cifar100, coco/2017, digits'),
+    (dict(dataset='digits_detection'), 'is a detection dataset; the '
+     'classification task takes one of cifar10, cifar100, digits,'),
     (dict(data_dir=A_FILE), 'is a file, not a directory'),
     (dict(data_dir=''), 'must be a non-empty path'),
     (dict(download=1), 'must be True or False'),
@@ -199,6 +203,60 @@ def test_every_problem_is_reported_at_once_on_one_line():
                 'data_dir'):
     assert f'--config.{field}=' in message
   assert isinstance(raised.value, ValueError)  # train.py's one-line path.
+
+
+def _detection_config(**overrides):
+  config = efficientdet_quickstart.get_config().to_dict()
+  config.update(overrides)
+  return config
+
+
+def test_every_detection_field_has_a_rule():
+  config = efficientdet_quickstart.get_config()
+  assert set(config.keys()) == (
+      set(config_check.FIELD_RULES) |
+      set(config_check.TASK_FIELD_RULES['detection']))
+
+
+DETECTION_BAD = [
+    (dict(max_boxes=0), 'must be a positive integer'),
+    (dict(jitter_min=0.0), 'must be a positive number'),
+    (dict(jitter_min=1.5, jitter_max=1.2),
+     'must be at most --config.jitter_max (1.2)'),
+    (dict(anchor_scale=0), "must be -1 (the model's) or a positive number"),
+    (dict(nms_method='greedy'), 'must be one of hard, soft'),
+    (dict(nms_iou_threshold=1.5), 'must be a number in (0, 1]'),
+    (dict(max_detections=0), 'must be a positive integer'),
+    (dict(image_size=100),
+     "must be a multiple of 32 for efficientdet_d0's levels up to 5"),
+    (dict(dataset='digits'), 'is a classification dataset; the detection '
+     'task takes one of coco/2017, digits_detection, voc/2007'),
+    (dict(model='resnet50'), 'is a classification model; the detection task '
+     'takes one of efficientdet_d0, efficientdet_d1'),
+]
+
+
+@pytest.mark.parametrize('overrides,reason', DETECTION_BAD)
+def test_a_bad_detection_value_is_one_problem_naming_its_field(overrides,
+                                                              reason):
+  config = _detection_config(**overrides)
+  field = list(overrides)[0]
+  problems = config_check.problems(config)
+  assert len(problems) == 1, problems
+  assert problems[0].startswith(
+      f'--config.{field}={config[field]!r}: {reason}')
+
+
+def test_detection_fields_belong_to_detection_configs_only():
+  config = _config(max_boxes=100)
+  assert config_check.problems(config) == [
+      "--config.max_boxes: a field of --config.task=detection configs, not "
+      "of task 'classification'"]
+  config = _detection_config()
+  del config['nms_method']
+  assert config_check.problems(config) == [
+      '--config.nms_method: missing (see the detection recipes, e.g. '
+      'configs/efficientdet.py)']
 
 
 @pytest.mark.parametrize('overrides,devices,processes,expected', [

@@ -3,6 +3,7 @@ independently computed predictions, and the compression study."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from jaxcnn import checkpoint
 from jaxcnn import compress
 from jaxcnn import convert
 from jaxcnn import evaluate
+from jaxcnn import labelled_files
 from jaxcnn import metrics as metrics_lib
 from jaxcnn import models
 from jaxcnn import trainer
@@ -53,6 +55,20 @@ def eval_set(trained):
 def report(trained, tmp_path_factory):
   output = str(tmp_path_factory.mktemp('report'))
   return output, evaluate.run(trained[0], output)
+
+
+@pytest.fixture(scope='module')
+def digit_pngs(data_dir, tmp_path_factory):
+  """The 360 test digits as PNG files in class folders, DIR/<label>/."""
+  return test_no_tensorflow.write_digit_pngs(
+      data_dir, str(tmp_path_factory.mktemp('digit_pngs')))
+
+
+def _without_source(report):
+  """The report but what was evaluated and the loss (a float sum, in
+  another order over files)."""
+  return {k: v for k, v in report.items()
+          if k not in ('dataset', 'split', 'files', 'labels', 'loss')}
 
 
 def _logits(variables, images):
@@ -320,3 +336,130 @@ def test_report_compression_and_cli_errors_need_no_tensorflow(tmp_path):
       'exit': f'FATAL --output={busy}: holds other files (notes.txt); pass '
               'a new or empty directory.'}
   assert os.listdir(busy) == ['notes.txt']
+
+
+def test_image_files_in_class_folders_give_the_split_report(
+    trained, report, digit_pngs, tmp_path):
+  got = evaluate.run(trained[0], str(tmp_path), files=digit_pngs)
+  assert got['files'] == digit_pngs and got['labels'] is None
+  assert got['dataset'] is None and got['split'] is None
+  # PNG is lossless and the preprocessing the pipeline's: the same
+  # confusion matrix, accuracy, top-5 and per-class scores.
+  assert _without_source(got) == _without_source(report[1])
+  assert got['loss'] == pytest.approx(report[1]['loss'], rel=1e-6)
+  with open(tmp_path / 'report.md') as f:
+    assert f.readline() == f'# lenet5 on `{digit_pngs}`\n'
+  assert sorted(os.listdir(tmp_path)) == sorted(evaluate.OUTPUTS)
+
+
+def test_a_npy_batch_and_its_labels_give_the_split_report(
+    trained, report, eval_set, tmp_path):
+  # The pipeline's preprocessed images; 360 = 25 x 14 + 10, so the last
+  # batch has 4 padding rows.
+  images, labels = eval_set
+  np.save(tmp_path / 'images.npy', images)
+  np.save(tmp_path / 'labels.npy', labels.astype(np.int64))
+  got = evaluate.run(trained[0], str(tmp_path / 'report'),
+                     files=str(tmp_path / 'images.npy'),
+                     labels=str(tmp_path / 'labels.npy'), batch_size=14)
+  assert _without_source(got) == _without_source(report[1])
+  assert got['labels'] == str(tmp_path / 'labels.npy')
+
+
+def test_classes_without_a_folder_have_support_zero(
+    trained, report, digit_pngs, tmp_path):
+  for name in ('3', '7'):
+    shutil.copytree(os.path.join(digit_pngs, name), tmp_path / 'two' / name)
+  got = evaluate.run(trained[0], str(tmp_path / 'report'),
+                     files=str(tmp_path / 'two'), batch_size=16)
+  full = np.asarray(report[1]['confusion_matrix'])
+  want = np.zeros_like(full)
+  want[[3, 7]] = full[[3, 7]]
+  np.testing.assert_array_equal(got['confusion_matrix'], want)
+  assert [c['support'] for c in got['per_class']] == [
+      int(want[i].sum()) for i in range(10)]
+  assert got['examples'] == len(os.listdir(digit_pngs + '/3')) + len(
+      os.listdir(digit_pngs + '/7'))
+
+
+def test_each_process_reads_its_rows_of_every_padded_batch():
+  # 13 examples in global batches of 8 over 2 processes: 4 rows each, the
+  # second batch 3 short.
+  examples = labelled_files.Examples(
+      np.arange(13, dtype=np.int32) % 5, (1,),
+      lambda indices: indices[:, None].astype(np.float32))
+  parts = [list(labelled_files.eval_batches(examples, 8, p, 2))
+           for p in (0, 1)]
+  assert [[b['mask'].tolist() for b in part] for part in parts] == [
+      [[1, 1, 1, 1], [1, 1, 1, 1]], [[1, 1, 1, 1], [1, 0, 0, 0]]]
+  rows = [b['image'][b['mask'] > 0, 0] for part in parts for b in part]
+  assert sorted(np.concatenate(rows).tolist()) == list(range(13))
+  assert [b['label'].tolist() for b in parts[1]] == [
+      [4, 0, 1, 2], [2, 0, 0, 0]]
+
+
+def test_bad_files_name_the_flag_and_write_nothing(trained, eval_set,
+                                                   digit_pngs, tmp_path):
+  images, labels = eval_set
+  inputs = tmp_path / 'inputs'
+  shutil.copytree(os.path.join(digit_pngs, '3'), inputs / 'cats' / '3')
+  shutil.copytree(os.path.join(digit_pngs, '3'), inputs / 'cats' / 'cat')
+  (inputs / 'empty' / '3').mkdir(parents=True)
+  (inputs / 'empty' / '3' / 'notes.txt').write_text('no image')
+  np.save(inputs / 'images.npy', images[:5])
+  np.save(inputs / 'four.npy', labels[:4])
+  np.save(inputs / 'eleven.npy', np.array([0, 1, 10, 2, 3]))
+  np.save(inputs / 'floats.npy', np.zeros(5))
+  npy = str(inputs / 'images.npy')
+  cases = [
+      (dict(files=str(inputs / 'cats')), f'--files={inputs}/cats: class '
+       r"folder 'cat' is not a class of the checkpoint \(0, 1, 2, 3, 4, 5, "
+       r'6, 7, 8, 9\); rename or remove it.'),
+      (dict(files=str(inputs / 'empty')), f'--files={inputs}/empty: holds '
+       f'no images in class folders \\({inputs}/empty/<class name>/'),
+      (dict(files=npy, labels=str(inputs / 'four.npy')),
+       f'--labels={inputs}/four.npy: holds 4 labels for the 5 images of '
+       f'{npy}; pass one per image.'),
+      (dict(files=npy, labels=str(inputs / 'eleven.npy')),
+       f'--labels={inputs}/eleven.npy: label 10 \\(image 2\\) is not a '
+       r'class of the checkpoint, which has 10 \(0 to 9\).'),
+      (dict(files=npy, labels=str(inputs / 'floats.npy')),
+       f'--labels={inputs}/floats.npy: holds float64 values of shape '
+       r'\(5,\); expected \[N\] integer class indices.'),
+      (dict(files=npy), f'--files={npy}: pass --labels=LABELS.npy'),
+      (dict(files=str(inputs / 'four.npy'), labels=str(inputs / 'four.npy')),
+       f'--files={inputs}/four.npy: holds int(32|64) values; expected a '
+       'preprocessed float batch.'),
+      (dict(files=str(inputs / 'nowhere')),
+       f'--files={inputs}/nowhere: does not exist.'),
+      (dict(files=str(inputs / 'cats'), labels=str(inputs / 'four.npy')),
+       f'--labels={inputs}/four.npy: a folder\'s labels are its class '
+       'folders'),
+      (dict(labels=str(inputs / 'four.npy')),
+       f'--labels={inputs}/four.npy: labels a .npy batch; pass it as '
+       '--files=IMAGES.npy too.'),
+      (dict(files=npy, split='test'), '--split=test: chooses a dataset '
+       f'split, but --files={npy} are evaluated instead; pass one of them.'),
+  ]
+  for options, message in cases:
+    with pytest.raises(ValueError, match='^' + message) as error:
+      evaluate.run(trained[0], str(tmp_path / 'out'), **options)
+    assert '\n' not in str(error.value)
+  assert sorted(os.listdir(tmp_path)) == ['inputs']
+
+
+def test_a_run_saved_before_fields_were_added_is_evaluated(
+    data_dir, eval_set, tmp_path):
+  """A quickstart workdir written before `task`, `mixup_alpha`, ... existed
+  (tests/test_trainer.py): those fields take the values that reproduce it
+  (workdir.ADDED_FIELDS)."""
+  old = str(tmp_path / 'old')
+  shutil.copytree(os.path.join(ROOT, 'tests', 'fixtures',
+                               'workdir_before_task_seam'), old)
+  got = evaluate.run(old, str(tmp_path / 'report'), data_dir=data_dir)
+  images, labels = eval_set
+  predicted = _predictions(checkpoint.load_variables(old)[0], images)
+  assert got['step'] == 5 and got['examples'] == 360
+  np.testing.assert_array_equal(
+      got['confusion_matrix'],
+      sk_metrics.confusion_matrix(labels, predicted, labels=range(10)))

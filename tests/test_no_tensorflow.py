@@ -1,6 +1,6 @@
-"""summary, cam, export, plot and predict (of .npy batches and image files)
-run where TensorFlow is not installed: a subprocess whose imports of
-tensorflow and tensorflow_datasets fail."""
+"""summary, cam, export, plot, predict (of .npy batches and image files) and
+evaluate on labelled files run where TensorFlow is not installed: a
+subprocess whose imports of tensorflow and tensorflow_datasets fail."""
 
 import json
 import os
@@ -13,6 +13,7 @@ from PIL import Image
 import pytest
 
 from jaxcnn import convert
+from jaxcnn import evaluate
 from jaxcnn import models
 from jaxcnn import predict
 from tests import test_export
@@ -144,3 +145,65 @@ def test_predict_preprocesses_an_image_file_without_tensorflow_as_with_it(
   assert with_tf.shape == (32, 32, 1)
   # 2e-4 of 255 at most, divided by the std (0.22 x 255).
   np.testing.assert_allclose(result['image'], with_tf, rtol=0, atol=4e-6)
+
+
+def write_digit_pngs(data_dir: str, root: str) -> str:
+  """The 360 `digits` test images as PNG files, ROOT/<label>/<index>.png."""
+  import tensorflow_datasets as tfds
+  from jaxcnn.data import datasets
+  split = datasets.load_builder('digits', data_dir).as_dataset(split='test')
+  for index, example in enumerate(tfds.as_numpy(split)):
+    folder = os.path.join(root, str(example['label']))
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(example['image'][..., 0]).save(
+        os.path.join(folder, f'{index:03d}.png'))
+  return root
+
+
+def test_evaluate_scores_labelled_files_without_tensorflow_as_the_split(
+    data_dir, tmp_path):
+  # Converted LeNet-5 weights with the quickstart's preprocessing (digits
+  # are 32x32: no resize), scored on the split here, with TensorFlow.
+  model = models.create('lenet5', num_classes=10)
+  weights = str(tmp_path / 'weights')
+  convert.save(weights, test_export.random_variables(model, (32, 32, 1)), {
+      'task': 'classification', 'model': 'lenet5', 'num_classes': 10,
+      'preprocessing': {'crop_size': 32, 'resize_size': 32,
+                        'interpolation': 'bilinear', 'mean': [78 / 255],
+                        'std': [106 / 255]}})
+  want = evaluate.run(weights, str(tmp_path / 'split'), dataset='digits',
+                      data_dir=data_dir)
+  pngs = write_digit_pngs(data_dir, str(tmp_path / 'pngs'))
+  out = _run('''
+      import json
+      import os
+      import runpy
+      root, weights, pngs = sys.argv[1:]
+
+      def cli(*flags):
+        sys.argv = ['evaluate.py', f'--checkpoint={weights}', *flags]
+        try:
+          runpy.run_path('evaluate.py', run_name='__main__')
+        except SystemExit as e:
+          return e.code
+      exits = [cli(f'--files={pngs}', f'--output={root}/files',
+                   '--batch_size=100'),
+               cli(f'--files={root}/nowhere', f'--output={root}/bad')]
+      with open(f'{root}/files/report.json') as f:
+        report = json.load(f)
+      print(json.dumps({
+          'report': report, 'exits': exits, 'outputs': sorted(os.listdir(root)),
+          'tensorflow': [m for m, module in sys.modules.items()
+                         if module is not None and m.split('.')[0] in (
+                             'tensorflow', 'tensorflow_datasets')]}))
+      ''', str(tmp_path), weights, pngs)
+  result = json.loads(out.splitlines()[-1])
+  assert result['tensorflow'] == []
+  assert result['exits'] == [
+      None, f'FATAL --files={tmp_path}/nowhere: does not exist.']
+  assert result['outputs'] == ['files', 'pngs', 'split', 'weights']
+  got = result['report']
+  assert got['examples'] == 360 and got['files'] == pngs
+  assert got['confusion_matrix'] == want['confusion_matrix']
+  assert (got['accuracy'], got['top5']) == (want['accuracy'], want['top5'])
+  assert got['loss'] == pytest.approx(want['loss'], rel=1e-6)

@@ -203,12 +203,17 @@ def test_bad_input_is_one_line_naming_it_and_changes_nothing(
   assert not os.path.exists(os.path.dirname(inputs['fresh']))
 
 
-def test_missing_dataset_says_how_to_prepare_it(tmp_path):
-  result = _train('--config=configs/resnet50.py', f'--workdir={tmp_path}',
+@pytest.mark.parametrize('recipe,build,smoke', [
+    ('resnet50', 'imagenet2012', 'digits --config.image_size=64'),
+    ('efficientdet_d0', 'coco/2017', 'digits_detection --config.image_size=128'),
+])
+def test_missing_dataset_says_how_to_prepare_it(recipe, build, smoke,
+                                                tmp_path):
+  result = _train(f'--config=configs/{recipe}.py', f'--workdir={tmp_path}',
                   f'--config.data_dir={tmp_path}/none')
   assert result.returncode != 0
-  assert 'tfds build imagenet2012' in result.stderr
-  assert '--config.dataset=digits --config.image_size=64' in result.stderr
+  assert f'tfds build {build}' in result.stderr
+  assert f'--config.dataset={smoke}' in result.stderr
   assert 'Traceback' not in result.stderr
 
 

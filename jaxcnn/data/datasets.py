@@ -5,6 +5,8 @@ import tensorflow_datasets as tfds
 
 from jaxcnn import config_check
 from jaxcnn.data import digits as _digits  # noqa: F401  Registers `digits`.
+# Registers `digits_detection`.
+from jaxcnn.data import digits_detection as _digits_detection  # noqa: F401
 from jaxcnn.data import image_folder
 from jaxcnn.data import image_folder_builder
 # Re-exported: the table lives where it can be read without TensorFlow.
@@ -67,9 +69,11 @@ def load_builder(name: str, data_dir: str | None, download: bool = False,
   except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
     where = data_dir or tfds.core.constants.DATA_DIR
     hint = spec.prepare_hint or _DOWNLOADABLE.format(name=spec.tfds_name)
+    smoke = ('--config.dataset=digits --config.image_size=64'
+             if spec.task == 'classification' else
+             '--config.dataset=digits_detection --config.image_size=128')
     raise DatasetNotPreparedError(
         f'Dataset {name!r} is not prepared in {where}. {hint} To train on '
-        'another dataset pass --config.dataset=NAME (e.g. '
-        '--config.dataset=digits --config.image_size=64 for a smoke run, '
-        'which needs no download).') from e
+        f'another dataset pass --config.dataset=NAME (e.g. {smoke} for a '
+        'smoke run, which needs no download).') from e
   return builder

@@ -83,20 +83,33 @@ def center_crop(encoded: bytes, *, size: int, channels: int, method: str,
   Raises ValueError for an image Pillow cannot decode or an interpolation
   not redone here.
   """
-  if method not in INTERPOLATIONS:
-    raise ValueError(f"{method!r} resizing needs TensorFlow; without it "
-                     f"images take {', '.join(INTERPOLATIONS)}, or pass "
-                     "preprocessed .npy batches")
-  try:
-    pixels = _decode(encoded, channels)
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(str(e)) from None
+  pixels = decode(encoded, channels)
   height, width = pixels.shape[:2]
   crop = int(np.round(np.float32(crop_fraction) * np.float32(min(height,
                                                                  width))))
   top, left = (height - crop + 1) // 2, (width - crop + 1) // 2
-  pixels = pixels[top:top + crop, left:left + crop]
-  weights = _resize_matrix(crop, size, method)
-  resized = np.einsum('ij,jkc->ikc', weights, pixels)  # Rows, then columns.
-  resized = np.einsum('lk,ikc->ilc', weights, resized)
+  return resize(pixels[top:top + crop, left:left + crop], size, size, method)
+
+
+def decode(encoded: bytes, channels: int) -> np.ndarray:
+  """[H, W, channels] float64 pixels as TensorFlow decodes them; ValueError
+  for an image Pillow cannot decode."""
+  try:
+    return _decode(encoded, channels)
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise ValueError(str(e)) from None
+
+
+def resize(pixels: np.ndarray, height: int, width: int,
+           method: str) -> np.ndarray:
+  """`tf.image.resize(pixels, [height, width], method)` (no antialiasing),
+  float32 clipped to 0-255."""
+  if method not in INTERPOLATIONS:
+    raise ValueError(f"{method!r} resizing needs TensorFlow; without it "
+                     f"images take {', '.join(INTERPOLATIONS)}, or pass "
+                     "preprocessed .npy batches")
+  rows = _resize_matrix(pixels.shape[0], height, method)
+  columns = _resize_matrix(pixels.shape[1], width, method)
+  resized = np.einsum('ij,jkc->ikc', rows, pixels)
+  resized = np.einsum('lk,ikc->ilc', columns, resized)
   return np.clip(resized, 0.0, 255.0).astype(np.float32)

@@ -38,12 +38,13 @@ def _visible(name: str) -> bool:
   return not name.startswith('.')
 
 
-def _class_dirs(split_dir: str) -> list[str]:
+def class_dirs(split_dir: str) -> list[str]:
+  """The class folders of `split_dir`, sorted; hidden ones left out."""
   return sorted(entry.name for entry in os.scandir(split_dir)
                 if entry.is_dir() and _visible(entry.name))
 
 
-def _images(class_dir: str) -> Iterator[str]:
+def image_files(class_dir: str) -> Iterator[str]:
   """The image files under `class_dir`, in a fixed order."""
   for directory, subdirs, files in os.walk(class_dir):
     subdirs[:] = sorted(filter(_visible, subdirs))
@@ -65,7 +66,7 @@ def class_names(root: str) -> list[str]:
     raise ImageFolderError(
         f'{train} does not exist: put the training images of each class in '
         f'{train}/<class>/.')
-  names = _class_dirs(train)
+  names = class_dirs(train)
   if len(names) < 2:
     raise ImageFolderError(
         f'{train} has {len(names)} class folder(s); a classifier needs at '
@@ -86,7 +87,7 @@ def check(root: str) -> list[str]:
   splits = [TRAIN_DIR]
   if os.path.isdir(val):
     splits.append(VAL_DIR)
-    val_names = _class_dirs(val)
+    val_names = class_dirs(val)
     if val_names != names:
       differences = []
       extra = sorted(set(val_names) - set(names))
@@ -101,7 +102,7 @@ def check(root: str) -> list[str]:
   for split in splits:
     for name in names:
       class_dir = os.path.join(root, split, name)
-      if next(_images(class_dir), None) is None:
+      if next(image_files(class_dir), None) is None:
         raise _no_images(class_dir)
   return names
 
@@ -142,13 +143,13 @@ def scan(root: str, val_fraction: float) -> Layout:
   splits = {TRAIN_SPLIT: [], EVAL_SPLIT: []}
   for label, name in enumerate(names):
     class_dir = os.path.join(root, TRAIN_DIR, name)
-    files = list(_images(class_dir))
+    files = list(image_files(class_dir))
     held = set() if has_val else _held_out(class_dir, files, val_fraction)
     splits[TRAIN_SPLIT] += [(f, label) for f in files if f not in held]
     splits[EVAL_SPLIT] += [(f, label) for f in files if f in held]
     if has_val:
       splits[EVAL_SPLIT] += [
-          (f, label) for f in _images(os.path.join(root, VAL_DIR, name))]
+          (f, label) for f in image_files(os.path.join(root, VAL_DIR, name))]
   digest = hashlib.sha256(repr(
       (FORMAT_VERSION, names, None if has_val else val_fraction)).encode())
   for split, examples in splits.items():

@@ -1,7 +1,7 @@
 """Detections from EfficientDet outputs, inside jit with fixed shapes, as
 effdet's DetBenchPredict: the top `max_candidates` (anchor, class) logits,
-their anchors' boxes decoded, class-aware greedy hard NMS, the best
-`max_detections` kept in decreasing score order.
+their anchors' boxes decoded, class-aware greedy hard NMS (or effdet's
+Gaussian soft-NMS), the best `max_detections` kept in decreasing score order.
 
 Output boxes are [x1, y1, x2, y2] (xyxy, like effdet's output and
 pycocotools after a width/height conversion), whereas anchors and targets
@@ -19,6 +19,12 @@ from jaxcnn.detection import losses
 MAX_CANDIDATES = 5000
 MAX_DETECTIONS = 100
 NMS_IOU_THRESHOLD = 0.5
+# effdet's generate_detections(soft_nms=True): batched_soft_nms with
+# method_gaussian=True, its default sigma and score_threshold=.001 (its
+# iou_threshold=0.3 only applies to the linear method).
+SOFT_NMS_SIGMA = 0.5
+SOFT_NMS_SCORE_THRESHOLD = 0.001
+NMS_METHODS = ('hard', 'soft')
 
 
 class Detections(NamedTuple):
@@ -62,13 +68,54 @@ def nms(boxes: jax.Array, scores: jax.Array, classes: jax.Array,
   return indices, valid
 
 
+def soft_nms(boxes: jax.Array, scores: jax.Array, classes: jax.Array,
+             max_outputs: int, sigma: float = SOFT_NMS_SIGMA,
+             score_threshold: float = SOFT_NMS_SCORE_THRESHOLD
+             ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Class-aware Gaussian soft-NMS of one image's boxes (effdet's
+  `batched_soft_nms` with method_gaussian=True).
+
+  Each step keeps the best remaining box and multiplies the scores of the
+  remaining boxes of its class by exp(-IoU^2 / sigma); a box whose score
+  falls to `score_threshold` or below is dropped.
+
+  Args:
+    boxes: [N, 4], any corner order consistent across boxes.
+    scores: [N] probabilities (the decay and threshold apply to them).
+    classes: [N] int.
+    max_outputs: boxes to keep at most.
+
+  Returns:
+    (indices [max_outputs] into the boxes, their decayed scores
+    [max_outputs], valid [max_outputs] bool), in decreasing score order.
+  """
+
+  def keep_best(state, _):
+    remaining, alive = state
+    best = jnp.argmax(jnp.where(alive, remaining, -jnp.inf))
+    overlap = boxes_lib.iou(boxes[best][None], boxes)[0]
+    decay = jnp.where(classes == classes[best],
+                      jnp.exp(-overlap ** 2 / sigma), 1)
+    decayed = remaining * decay
+    state = decayed, (alive & (decayed > score_threshold)).at[best].set(False)
+    return state, (best, remaining[best], alive[best])
+
+  alive = jnp.ones(scores.shape, bool)
+  _, (indices, kept_scores, valid) = jax.lax.scan(
+      keep_best, (scores, alive), None, length=max_outputs)
+  return indices, kept_scores, valid
+
+
 def detect(class_outputs: Sequence[jax.Array],
            box_outputs: Sequence[jax.Array], anchors: jax.Array,
            num_classes: int, max_candidates: int = MAX_CANDIDATES,
            max_detections: int = MAX_DETECTIONS,
            iou_threshold: float = NMS_IOU_THRESHOLD,
            scale: jax.Array | None = None,
-           original_size: jax.Array | None = None) -> Detections:
+           original_size: jax.Array | None = None,
+           nms_method: str = 'hard', soft_nms_sigma: float = SOFT_NMS_SIGMA,
+           soft_nms_score_threshold: float = SOFT_NMS_SCORE_THRESHOLD
+           ) -> Detections:
   """The batch's detections.
 
   Args:
@@ -77,12 +124,19 @@ def detect(class_outputs: Sequence[jax.Array],
     num_classes: classes of the class maps.
     max_candidates: (anchor, class) logits NMS considers, per image.
     max_detections: detections kept per image.
-    iou_threshold: NMS overlap above which a box is dropped.
+    iou_threshold: hard NMS overlap above which a box is dropped.
     scale: [batch] original pixels per input pixel; boxes are returned in
       original pixels when given (effdet's `img_scale`).
     original_size: [batch, 2] (height, width) of the original images; boxes
       are clipped to them, before NMS (effdet's `img_size`, which is xy).
+    nms_method: 'hard' (`nms`) or 'soft' (`soft_nms`, effdet's
+      `soft_nms=True`: scores are the decayed ones).
+    soft_nms_sigma, soft_nms_score_threshold: `soft_nms`'s sigma and
+      score_threshold.
   """
+  if nms_method not in NMS_METHODS:
+    raise ValueError(f'nms_method: {nms_method!r} is not one of '
+                     f'{NMS_METHODS}.')
   logits = losses.flatten_levels(class_outputs, num_classes)
   codes = losses.flatten_levels(box_outputs, 4)
   anchors = jnp.asarray(anchors)
@@ -97,10 +151,16 @@ def detect(class_outputs: Sequence[jax.Array],
     if size is not None:
       limit = jnp.tile(size[::-1] / scale, 2)
       boxes = jnp.clip(boxes, 0, limit)
-    keep, valid = nms(boxes, top, cls, max_detections, iou_threshold)
+    if nms_method == 'soft':
+      keep, scores, valid = soft_nms(boxes, jax.nn.sigmoid(top), cls,
+                                     max_detections, soft_nms_sigma,
+                                     soft_nms_score_threshold)
+    else:
+      keep, valid = nms(boxes, top, cls, max_detections, iou_threshold)
+      scores = jax.nn.sigmoid(top[keep])
     return Detections(
         jnp.where(valid[:, None], boxes[keep] * scale, 0),
-        jnp.where(valid, jax.nn.sigmoid(top[keep]), 0),
+        jnp.where(valid, scores, 0),
         jnp.where(valid, cls[keep], 0).astype(jnp.int32), valid)
 
   if original_size is None:

@@ -94,7 +94,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       except ValueError as e:
         problems.append(f'--config.initial_genotypes[{i}]: {e}')
   dataset = config.child.dataset
-  tfds_datasets = sorted(n for n in catalog.DATASETS if ':val' not in n)
+  tfds_datasets = sorted(n for n in catalog.names('classification')
+                         if n in catalog.DATASETS and ':val' not in n)
   if dataset not in tfds_datasets:
     problems.append(f'--config.child.dataset={dataset!r}: a search needs a '
                     'tfds dataset to take its validation split from; one of '

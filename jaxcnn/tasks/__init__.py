@@ -6,8 +6,10 @@ import ml_collections
 
 from jaxcnn.tasks.base import Evaluator, InputPipeline, Task
 from jaxcnn.tasks.classification import Classification
+from jaxcnn.tasks.detection import Detection
 
-_TASKS: dict[str, Type[Task]] = {'classification': Classification}
+_TASKS: dict[str, Type[Task]] = {'classification': Classification,
+                                 'detection': Detection}
 
 
 def register(name: str, task: Type[Task]) -> None:

@@ -2,6 +2,9 @@
 class and box outputs."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -9,10 +12,13 @@ import pytest
 import torch
 
 from jaxcnn import effdet_import
+from jaxcnn import predict_detection
 from tests import torch_refs
 
 import effdet  # pylint: disable=g-bad-import-order  # After torchvision's fix.
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
 _SIZE = (128, 256)  # Non-square; effdet's image_size must be the input's.
 
 
@@ -70,3 +76,34 @@ def test_conversion_lists_every_misfit_key():
   assert 'unexpected fpn.cell.9.fnode.0.combine.edge_weights' in message
   assert ('shape of box_net.predict.conv_pw.bias: got (35,), expected (36,)'
           in message)
+
+
+def test_the_convert_cli_writes_a_coco_detector_that_predict_loads(tmp_path):
+  """`python -m jaxcnn.convert` on effdet's state_dict (source detected from
+  its keys): the variables of from_effdet, and a checkpoint recording COCO's
+  90 classes, D0's input size and anchors, and automl's NMS."""
+  reference = _reference('tf_efficientdet_d0')
+  weights, out = tmp_path / 'd0.pth', tmp_path / 'converted'
+  torch.save(reference.state_dict(), weights)
+  done = subprocess.run(
+      [sys.executable, '-m', 'jaxcnn.convert', '--model=efficientdet_d0',
+       f'--weights={weights}', f'--out={out}'], cwd=ROOT, capture_output=True,
+      text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip() == (
+      f'Wrote efficientdet_d0 (effdet, 90 classes) to {out}.')
+  detector = predict_detection.load(str(out))
+  assert detector.meta['task'] == 'detection'
+  assert detector.class_names[:3] == ['person', 'bicycle', 'car']
+  assert detector.class_names[11] == 'unused_12'
+  assert detector.meta['preprocessing']['image_size'] == 512
+  assert detector.meta['anchors'] == {'min_level': 3, 'max_level': 7,
+                                      'anchor_scale': 4.0}
+  assert detector.meta['postprocess'] == {
+      'max_candidates': 5000, 'max_detections': 100,
+      'nms_iou_threshold': 0.5, 'nms_method': 'hard', 'soft_nms_sigma': 0.5}
+  assert detector.anchors.shape == (49104, 4)
+  _, expected = effdet_import.from_effdet('efficientdet_d0',
+                                          reference.state_dict())
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.device_get(detector.variables), expected)

@@ -1,5 +1,6 @@
 """Post-processing and NMS against effdet's `generate_detections` with a
-numpy NMS (torchvision's compiled NMS does not load here)."""
+numpy NMS (torchvision's compiled NMS does not load here), and soft-NMS
+against effdet's own `batched_soft_nms`."""
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from tests import torch_refs  # noqa: F401  # torchvision, before effdet.
 
 from effdet import anchors as effdet_anchors  # pylint: disable=g-bad-import-order
 from effdet import bench as effdet_bench  # pylint: disable=g-bad-import-order
+from effdet import soft_nms as effdet_soft_nms  # pylint: disable=g-bad-import-order
 
 _SIZE = (128, 256)
 _CLASSES = 4
@@ -49,7 +51,7 @@ def outputs():
 
 
 def _effdet_detections(class_outputs, box_outputs, max_candidates, scale,
-                       original_size, monkeypatch):
+                       original_size, monkeypatch, soft_nms=False):
   monkeypatch.setattr(
       effdet_anchors, 'batched_nms',
       lambda boxes, scores, classes, iou_threshold: torch.from_numpy(
@@ -66,7 +68,8 @@ def _effdet_detections(class_outputs, box_outputs, max_candidates, scale,
       None if scale is None else torch.tensor(scale[i]),
       None if original_size is None else torch.from_numpy(
           original_size[i, ::-1].copy()),  # effdet's img_size is (w, h).
-      max_det_per_image=100).numpy() for i in range(_BATCH)])
+      max_det_per_image=100, soft_nms=soft_nms).numpy()
+                   for i in range(_BATCH)])
 
 
 @pytest.mark.parametrize('max_candidates,rescale', [(1000, False),
@@ -102,3 +105,67 @@ def test_nms_on_hand_made_boxes():
   indices, valid = postprocess.nms(boxes, scores, classes, max_outputs=5)
   np.testing.assert_array_equal(indices[:3], [0, 2, 3])
   np.testing.assert_array_equal(valid, [True, True, True, False, False])
+
+
+def test_soft_detections_equal_effdet(outputs, monkeypatch):
+  # Clipped boxes (coordinates >= 0), so that effdet's class offsets keep
+  # the classes apart.
+  scale = np.array([1.5, 0.5], np.float32)
+  original_size = np.array([[150, 300], [60, 100]], np.float32)
+  reference = _effdet_detections(*outputs, 300, scale, original_size,
+                                 monkeypatch, soft_nms=True)
+  detect = jax.jit(lambda c, b: postprocess.detect(
+      c, b, anchors_lib.anchor_boxes(_SIZE), _CLASSES, max_candidates=300,
+      scale=scale, original_size=original_size, nms_method='soft'))
+  detections = detect(*outputs)
+  np.testing.assert_array_equal(detections.valid.sum(1),
+                                (reference[..., 4] > 0).sum(1))
+  np.testing.assert_allclose(postprocess.as_effdet(detections), reference,
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_soft_nms_equals_effdet_batched_soft_nms():
+  rng = np.random.default_rng(1)
+  count = 300
+  corners = rng.uniform(0, 100, (count, 2))
+  boxes = np.concatenate([corners, corners + rng.uniform(2, 40, (count, 2))],
+                         1).astype(np.float32)
+  scores = rng.uniform(0, 1, count).astype(np.float32)
+  classes = rng.integers(0, 3, count)
+  reference_indices, reference_scores = effdet_soft_nms.batched_soft_nms(
+      torch.from_numpy(boxes), torch.from_numpy(scores),
+      torch.from_numpy(classes), method_gaussian=True, iou_threshold=0.3,
+      score_threshold=0.001)
+  indices, kept_scores, valid = jax.jit(
+      postprocess.soft_nms, static_argnums=3)(boxes, scores, classes, count)
+  kept = int(valid.sum())
+  assert kept == len(reference_indices)
+  assert not valid[kept:].any()
+  # Some boxes decay below the threshold and are dropped.
+  assert 0 < count - kept
+  np.testing.assert_array_equal(indices[:kept], reference_indices.numpy())
+  np.testing.assert_allclose(kept_scores[:kept], reference_scores.numpy(),
+                             rtol=1e-5, atol=1e-7)
+  assert (np.diff(kept_scores[:kept]) <= 0).all()
+
+
+def test_soft_nms_decays_overlapping_boxes_of_the_same_class():
+  boxes = jnp.array([[0.0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 5],
+                     [50, 50, 60, 60]])
+  scores = jnp.array([0.9, 0.8, 0.7, 0.0005])
+  classes = jnp.array([0, 0, 1, 0])
+  # Box 1 (IoU 0.5 with box 0) decays to 0.8 exp(-0.25 / 0.5); box 2 is
+  # another class; box 3 falls under the score threshold after the first
+  # step.
+  indices, kept_scores, valid = postprocess.soft_nms(boxes, scores, classes,
+                                                     max_outputs=4)
+  np.testing.assert_array_equal(indices[:3], [0, 2, 1])
+  np.testing.assert_allclose(kept_scores[:3],
+                             [0.9, 0.7, 0.8 * np.exp(-0.5)], rtol=1e-6)
+  np.testing.assert_array_equal(valid, [True, True, True, False])
+
+
+def test_detect_rejects_an_unknown_nms_method(outputs):
+  with pytest.raises(ValueError, match='nms_method'):
+    postprocess.detect(*outputs, anchors_lib.anchor_boxes(_SIZE), _CLASSES,
+                       nms_method='linear')

@@ -1,0 +1,7 @@
+"""EfficientDet-D0 on COCO 2017, the official recipe (see configs/efficientdet.py)."""
+
+from configs import efficientdet
+
+
+def get_config():
+  return efficientdet.get_config('efficientdet_d0')
