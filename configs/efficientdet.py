@@ -11,7 +11,8 @@ horizontal flip and scale jitter 0.1-2.0, then crop/pad to the image size
 (automl's `jitter_min`/`jitter_max`). Losses: focal (alpha 0.25, gamma 1.5)
 plus 50 x Huber (delta 0.1) (`box_loss_weight`). Up to 100 boxes per image
 (`max_instances_per_image`); eval: top 5000 candidates, hard NMS at IoU 0.5,
-100 detections (`nms_configs`; soft-NMS optional). automl's warmup starts at lr 0.008, ours at 0.
+100 detections (`nms_configs`; soft-NMS optional). automl's warmup starts
+at lr 0.008, ours at 0.
 
 COCO labels are in its 90-id space (class = category id - 1), the space of
 the official weights: num_classes 90.

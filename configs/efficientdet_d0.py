@@ -1,4 +1,5 @@
-"""EfficientDet-D0 on COCO 2017, the official recipe (see configs/efficientdet.py)."""
+"""EfficientDet-D0 on COCO 2017, the official recipe
+(configs/efficientdet.py)."""
 
 from configs import efficientdet
 

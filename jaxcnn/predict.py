@@ -254,6 +254,16 @@ def load(path: str, use_ema: bool = False) -> Predictor:
   return Predictor(meta['model'], model, variables, preprocessing, names)
 
 
+def read_npy(path: str) -> np.ndarray:
+  """The `[N, H, W, C]` batch of a .npy file (one `[H, W, C]` image gets a
+  batch axis); a one-line ValueError naming the file when unreadable."""
+  try:
+    images = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path}: cannot read it as .npy ({e}).') from None
+  return images[None] if images.ndim == 3 else images
+
+
 def load_inputs(predictor: Predictor, paths: Sequence[str]
                 ) -> tuple[list[str], list[np.ndarray]]:
   """(names, checked `[N, H, W, C]` float32 arrays), one per file; a batch
@@ -261,12 +271,7 @@ def load_inputs(predictor: Predictor, paths: Sequence[str]
   names, arrays = [], []
   for path in paths:
     if path.lower().endswith('.npy'):
-      try:
-        images = np.load(path, allow_pickle=False)
-      except (OSError, ValueError) as e:
-        raise ValueError(f'{path}: cannot read it as .npy ({e}).') from None
-      if images.ndim == 3:
-        images = images[None]
+      images = read_npy(path)
       predictor.check_batch(images, path)
       names += ([path] if len(images) == 1 else
                 [f'{path}[{i}]' for i in range(len(images))])

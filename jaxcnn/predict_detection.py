@@ -138,11 +138,7 @@ def load_inputs(detector: Detector, paths: Sequence[str]
            detector.model.in_channels)
   for path in paths:
     if path.lower().endswith('.npy'):
-      try:
-        batch = np.load(path, allow_pickle=False)
-      except (OSError, ValueError) as e:
-        raise ValueError(f'{path}: cannot read it as .npy ({e}).') from None
-      batch = batch[None] if batch.ndim == 3 else batch
+      batch = predict.read_npy(path)
       if batch.shape[1:] != shape or not np.issubdtype(batch.dtype,
                                                        np.floating):
         raise ValueError(f'{path}: holds {batch.dtype} {batch.shape}; '

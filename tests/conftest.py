@@ -33,3 +33,11 @@ def digits_config(data_dir):
   config.log_every_steps = 5
   config.progress_bar = False
   return config
+
+
+@pytest.fixture(scope='session')
+def detection_data_dir(data_dir) -> str:
+  """The session's data dir with `digits_detection` prepared too."""
+  from jaxcnn.data import datasets
+  datasets.load_builder('digits_detection', data_dir)
+  return data_dir

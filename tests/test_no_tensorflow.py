@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -207,3 +208,28 @@ def test_evaluate_scores_labelled_files_without_tensorflow_as_the_split(
   assert got['confusion_matrix'] == want['confusion_matrix']
   assert (got['accuracy'], got['top5']) == (want['accuracy'], want['top5'])
   assert got['loss'] == pytest.approx(want['loss'], rel=1e-6)
+
+
+def test_the_convert_cli_converts_torch_weights_without_tensorflow(tmp_path):
+  """`python -m jaxcnn.convert` on a torchvision state_dict (written here,
+  where torchvision loads) with TensorFlow's import blocked: the variables
+  of `convert.from_torch` in this process."""
+  import torch
+  from tests import torch_refs
+  reference = torch_refs.torchvision.models.squeezenet1_1()
+  torch.save(reference.state_dict(), tmp_path / 'squeezenet.pth')
+  result = subprocess.run(
+      [sys.executable, '-c', BLOCK + textwrap.dedent('''
+          import runpy
+          runpy.run_module('jaxcnn.convert', run_name='__main__')
+          '''), '--model=squeezenet1_1',
+       f'--weights={tmp_path}/squeezenet.pth', f'--out={tmp_path}/out'],
+      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == (
+      f'Wrote squeezenet1_1 (torchvision, 1000 classes) to {tmp_path}/out.')
+  _, expected = convert.from_torch('squeezenet1_1', reference.state_dict())
+  written = predict.load(str(tmp_path / 'out')).variables
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(written),
+               expected)

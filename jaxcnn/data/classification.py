@@ -5,7 +5,6 @@ import dataclasses
 
 import ml_collections
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from jaxcnn.data import catalog
 from jaxcnn.data import datasets
@@ -119,11 +118,6 @@ def create(config: ml_collections.ConfigDict, model_channels: int, *,
                                   download=config.download,
                                   val_fraction=config.val_fraction)
   examples = Examples(config, spec, model_channels)
-  return stream.Stream(
-      builder, spec.train_split, spec.eval_split, config.batch_size,
-      config.eval_batch_size, train_example=examples.train,
-      eval_example=examples.eval, seed=config.seed,
-      data_shards=config.data_shards, shuffle_buffer=config.shuffle_buffer,
-      # Decoded (and cropped) by the examples, often in one op.
-      decoders={'image': tfds.decode.SkipDecoding()},
-      process_index=process_index, process_count=process_count)
+  return stream.for_run(config, builder, spec.train_split, spec.eval_split,
+                        examples.train, examples.eval, process_index,
+                        process_count)

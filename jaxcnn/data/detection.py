@@ -14,7 +14,6 @@ import dataclasses
 
 import ml_collections
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from jaxcnn.data import catalog
 from jaxcnn.data import datasets
@@ -191,11 +190,6 @@ def create(config: ml_collections.ConfigDict, model_channels: int, *,
   builder = datasets.load_builder(config.dataset, config.data_dir,
                                   download=config.download)
   examples = Examples(config, spec, model_channels)
-  return stream.Stream(
-      builder, spec.train_split, spec.eval_split, config.batch_size,
-      config.eval_batch_size, train_example=examples.train,
-      eval_example=examples.eval, seed=config.seed,
-      data_shards=config.data_shards, shuffle_buffer=config.shuffle_buffer,
-      # Decoded by the examples, to the model's channel count.
-      decoders={'image': tfds.decode.SkipDecoding()},
-      process_index=process_index, process_count=process_count)
+  return stream.for_run(config, builder, spec.train_split, spec.eval_split,
+                        examples.train, examples.eval, process_index,
+                        process_count)

@@ -18,6 +18,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Iterator
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -153,3 +154,21 @@ class Stream:
 
   def eval_batches(self) -> Iterator[Batch]:
     return self.eval_dataset().as_numpy_iterator()
+
+
+def for_run(config: ml_collections.ConfigDict,
+            builder: tfds.core.DatasetBuilder, train_split: str,
+            eval_split: str, train_example: Callable[[tf.Tensor, Example],
+                                                      Example],
+            eval_example: Callable[[Example], Example], process_index: int,
+            process_count: int) -> Stream:
+  """The stream of a run's config (batch sizes, seed, shards, shuffle
+  buffer) over `builder`'s splits, its images left encoded for the task's
+  examples to decode (and crop) in one op."""
+  return Stream(
+      builder, train_split, eval_split, config.batch_size,
+      config.eval_batch_size, train_example=train_example,
+      eval_example=eval_example, seed=config.seed,
+      data_shards=config.data_shards, shuffle_buffer=config.shuffle_buffer,
+      decoders={'image': tfds.decode.SkipDecoding()},
+      process_index=process_index, process_count=process_count)

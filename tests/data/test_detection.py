@@ -29,18 +29,13 @@ def _config(**overrides):
   return config
 
 
-@pytest.fixture(scope='module')
-def digits_dir(data_dir):
-  datasets.load_builder('digits_detection', data_dir)
-  return data_dir
-
-
 def _take(iterator, n):
   return [next(iterator) for _ in range(n)]
 
 
-def test_train_batches_have_the_contract_layout(digits_dir):
-  data = detection.create(_config(data_dir=digits_dir), model_channels=3)
+def test_train_batches_have_the_contract_layout(detection_data_dir):
+  data = detection.create(_config(data_dir=detection_data_dir),
+                          model_channels=3)
   batch = next(data.train_batches())
   expected = {'image': ((4, SIZE, SIZE, 3), np.float32),
               'boxes': ((4, MAX_BOXES, 4), np.float32),
@@ -55,9 +50,11 @@ def test_train_batches_have_the_contract_layout(digits_dir):
   assert data.train_examples == 2000 and data.steps_per_epoch == 500
 
 
-def test_without_jitter_or_flip_train_examples_are_the_canvases(digits_dir):
-  config = _config(data_dir=digits_dir, jitter_min=1.0, jitter_max=1.0,
-                   random_flip=False, batch_size=1, shuffle_buffer=1)
+def test_without_jitter_or_flip_train_examples_are_the_canvases(
+    detection_data_dir):
+  config = _config(data_dir=detection_data_dir, jitter_min=1.0,
+                   jitter_max=1.0, random_flip=False, batch_size=1,
+                   shuffle_buffer=1)
   data = detection.create(config, model_channels=1)
   batch = next(data.train_batches())
   raw = next(iter(tfds.as_numpy(data.builder.as_dataset(split='train',
@@ -144,8 +141,9 @@ def test_crowd_boxes_are_invalid_in_training_and_marked_in_eval():
   assert evaluated['gt_area'].numpy()[0] == 7.0  # COCO's own area.
 
 
-def test_same_seed_same_batches_and_resuming_continues_the_stream(digits_dir):
-  config = _config(data_dir=digits_dir, shuffle_buffer=16)
+def test_same_seed_same_batches_and_resuming_continues_the_stream(
+    detection_data_dir):
+  config = _config(data_dir=detection_data_dir, shuffle_buffer=16)
   data = detection.create(config, 3)
   stream = _take(data.train_batches(), 5)
   again = _take(data.train_batches(), 1)

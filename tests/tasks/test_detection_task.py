@@ -53,15 +53,9 @@ def _config(data_dir, **overrides):
 
 
 @pytest.fixture(scope='module')
-def detection_dir(data_dir):
-  datasets.load_builder('digits_detection', data_dir)
-  return data_dir
-
-
-@pytest.fixture(scope='module')
-def run(detection_dir, tmp_path_factory):
+def run(detection_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('detector'))
-  results = trainer.train_and_evaluate(_config(detection_dir), workdir)
+  results = trainer.train_and_evaluate(_config(detection_data_dir), workdir)
   return workdir, results
 
 
@@ -102,15 +96,15 @@ def test_a_run_logs_every_coco_metric_and_records_its_detector(run):
   assert meta['postprocess']['nms_method'] == 'hard'
 
 
-def test_eval_ap_equals_pycocotools_on_what_predict_finds(run, detection_dir,
-                                                          tmp_path):
+def test_eval_ap_equals_pycocotools_on_what_predict_finds(
+    run, detection_data_dir, tmp_path):
   """Each test image once: the run's eval/AP* are pycocotools' scores of the
   detections the checkpoint gives for the same images as PNG files (an
   independent path: Pillow + numpy preprocessing, COCO JSON files)."""
   from pycocotools.coco import COCO
   from pycocotools.cocoeval import COCOeval
   workdir, results = run
-  paths, truths = _test_images(detection_dir, str(tmp_path))
+  paths, truths = _test_images(detection_data_dir, str(tmp_path))
   assert len(paths) == 300
   detector = predict_detection.load(workdir)
   names, images, scales, sizes = predict_detection.load_inputs(detector,
@@ -149,10 +143,10 @@ def test_eval_ap_equals_pycocotools_on_what_predict_finds(run, detection_dir,
     assert results[f'eval/{name}'] == pytest.approx(value, abs=2e-3), name
 
 
-def test_predict_writes_boxes_as_json_lines_and_draws_them(run, detection_dir,
-                                                           tmp_path):
+def test_predict_writes_boxes_as_json_lines_and_draws_them(
+    run, detection_data_dir, tmp_path):
   workdir, _ = run
-  paths, _ = _test_images(detection_dir, str(tmp_path), count=2)
+  paths, _ = _test_images(detection_data_dir, str(tmp_path), count=2)
   output, drawn = tmp_path / 'boxes.jsonl', tmp_path / 'drawn'
   # predict.py with TensorFlow's import blocked: detectors need none.
   command = [sys.executable, '-c', test_no_tensorflow.BLOCK + (
@@ -184,10 +178,10 @@ def test_predict_writes_boxes_as_json_lines_and_draws_them(run, detection_dir,
       f'FATAL {output} exists; pass --overwrite to replace it.')
 
 
-def test_the_run_step_lowers_the_detection_loss_on_a_batch(detection_dir):
+def test_the_run_step_lowers_the_detection_loss_on_a_batch(detection_data_dir):
   """The jitted train step of the loop, on one real batch repeated: focal +
   50 x Huber loss falls to under half of its first value."""
-  config = _config(detection_dir, learning_rate=1e-3, warmup_steps=0,
+  config = _config(detection_data_dir, learning_rate=1e-3, warmup_steps=0,
                    schedule='constant', grad_clip_norm=0.0)
   task = tasks.create(config)
   model = task.model({})
