@@ -15,13 +15,16 @@ import ml_collections
 from configs import base
 
 
-def imagenet_config(model: str, image_size: int, drop_path_rate: float,
-                    learning_rate: float,
+def imagenet_config(model: str, image_size: int, num_cells: int,
+                    filters: int, drop_path_rate: float, learning_rate: float,
                     weight_decay: float) -> ml_collections.ConfigDict:
   config = base.get_config()
   config.model = model
   config.dataset = 'imagenet2012'
   config.image_size = image_size
+  # The model's N @ penultimate width (N, F), listed to be overridable.
+  config.model_kwargs.num_cells = num_cells
+  config.model_kwargs.filters = filters
   config.model_kwargs.aux_head = True
   config.model_kwargs.drop_path_rate = drop_path_rate
   config.batch_size = 1600

@@ -18,6 +18,8 @@ def get_config():
   config.dataset = 'cifar10'
   # A GENOTYPES name or a genotype string, e.g. nas.py's best.json's.
   config.model_kwargs.genotype = 'nasnet_a'
+  config.model_kwargs.num_cells = 6  # N @ penultimate width 768: (N, F).
+  config.model_kwargs.filters = 32
   config.model_kwargs.aux_head = True
   config.model_kwargs.drop_path_rate = 0.4
   config.image_size = 32

@@ -7,6 +7,6 @@ from configs import nasnet
 
 
 def get_config():
-  return nasnet.imagenet_config('nasnet_large', image_size=331,
-                                drop_path_rate=0.3, learning_rate=1.5,
-                                weight_decay=5e-5)
+  return nasnet.imagenet_config('nasnet_large', image_size=331, num_cells=6,
+                                filters=168, drop_path_rate=0.3,
+                                learning_rate=1.5, weight_decay=5e-5)

@@ -7,6 +7,6 @@ from configs import nasnet
 
 
 def get_config():
-  return nasnet.imagenet_config('nasnet_mobile', image_size=224,
-                                drop_path_rate=0.0, learning_rate=2.0,
-                                weight_decay=4e-5)
+  return nasnet.imagenet_config('nasnet_mobile', image_size=224, num_cells=4,
+                                filters=44, drop_path_rate=0.0,
+                                learning_rate=2.0, weight_decay=4e-5)

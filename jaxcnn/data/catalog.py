@@ -32,6 +32,9 @@ class DatasetSpec:
   class_names: tuple[str, ...] = ()
   # Detection: the class index of each tfds label when they differ (COCO).
   label_classes: tuple[int, ...] = ()
+  # (tfds name, split) of other datasets trained on too, with the same
+  # features and labels (VOC 2007+2012).
+  more_train: tuple[tuple[str, str], ...] = ()
 
 
 # COCO's 80 category ids (in the order of tfds coco/2017's labels) and their
@@ -115,6 +118,14 @@ DATASETS: dict[str, DatasetSpec] = {
         prepare_hint=_DETECTION_DOWNLOADABLE.format(
             name='voc/2007', size='about 870 MB of downloads'),
         task='detection', class_names=VOC_CLASS_NAMES),
+    # The usual VOC recipe: 2007 and 2012 trainval, tested on 2007 test.
+    'voc/2007+2012': DatasetSpec(
+        'voc/2007', 'train+validation', 'test', 20, IMAGENET_MEAN,
+        IMAGENET_STD,
+        prepare_hint=_DETECTION_DOWNLOADABLE.format(
+            name='voc/2007 voc/2012', size='about 4.5 GB of downloads'),
+        task='detection', class_names=VOC_CLASS_NAMES,
+        more_train=(('voc/2012', 'train+validation'),)),
 }
 
 # Datasets whose builder generates its data offline; prepared on first use.

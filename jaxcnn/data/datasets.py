@@ -61,19 +61,39 @@ def load_builder(name: str, data_dir: str | None, download: bool = False,
           '--config.data_dir=DIR: pass the folder holding DIR/train/<class>/.')
     return load_image_folder(data_dir, val_fraction)
   spec = get_spec(name)
-  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  return _prepared(name, spec.tfds_name, spec.train_split, data_dir,
+                   download)
+
+
+def load_more_train(name: str, data_dir: str | None, download: bool = False
+                    ) -> tuple[tuple[tfds.core.DatasetBuilder, str], ...]:
+  """The (builder, split) pairs that dataset `name` trains on besides its
+  own train split (VOC 2012's for voc/2007+2012), prepared, or
+  DatasetNotPreparedError as load_builder."""
+  if name == IMAGE_FOLDER:
+    return ()
+  return tuple((_prepared(name, tfds_name, split, data_dir, download), split)
+               for tfds_name, split in get_spec(name).more_train)
+
+
+def _prepared(name: str, tfds_name: str, split: str, data_dir: str | None,
+              download: bool) -> tfds.core.DatasetBuilder:
+  """The builder of `tfds_name`, whose `split` dataset `name` reads."""
+  spec = get_spec(name)
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
   if name in EMBEDDED or download:
     builder.download_and_prepare()
   try:
-    builder.as_dataset(split=spec.train_split)
+    builder.as_dataset(split=split)
   except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
     where = data_dir or tfds.core.constants.DATA_DIR
     hint = spec.prepare_hint or _DOWNLOADABLE.format(name=spec.tfds_name)
     smoke = ('--config.dataset=digits --config.image_size=64'
              if spec.task == 'classification' else
              '--config.dataset=digits_detection --config.image_size=128')
+    part = f' (its {tfds_name} part)' if tfds_name != spec.tfds_name else ''
     raise DatasetNotPreparedError(
-        f'Dataset {name!r} is not prepared in {where}. {hint} To train on '
-        f'another dataset pass --config.dataset=NAME (e.g. {smoke} for a '
-        'smoke run, which needs no download).') from e
+        f'Dataset {name!r}{part} is not prepared in {where}. {hint} To '
+        'train on another dataset pass --config.dataset=NAME (e.g. '
+        f'{smoke} for a smoke run, which needs no download).') from e
   return builder

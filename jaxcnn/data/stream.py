@@ -7,6 +7,8 @@ that stream, so the batch at step N is a pure function of (config, N, shard
 count): a resumed run skips the examples it has seen (before decoding them)
 and continues with identical batches, and with a fixed `data_shards` any
 process count that divides it sees the same global batches.
+Train may read several datasets as one (`more_train`, e.g. VOC 2007+2012),
+each shard taking its part of every one of them.
 Eval visits every example exactly once, padding the last batch with
 `mask == 0` examples.
 
@@ -15,6 +17,7 @@ What an example becomes (crops, augmentation, box targets) is the task's:
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Iterator
 
@@ -59,24 +62,30 @@ class Stream:
   decoders: Any = None  # tfds decoders, e.g. to decode images in the task.
   process_index: int = 0
   process_count: int = 1
+  # (builder, split) pairs read for training after `builder`'s train split.
+  more_train: tuple[tuple[tfds.core.DatasetBuilder, str], ...] = ()
 
   def __post_init__(self):
     shards = self.data_shards if self.data_shards > 0 else self.process_count
     per_process = _divide(shards, self.process_count, '--config.data_shards')
-    self.train_splits = {
-        shard: tfds.split_for_jax_process(
-            self.train_split, process_index=shard, process_count=shards)
+    sources = ((self.builder, self.train_split), *self.more_train)
+    self.train_parts = {
+        shard: [(builder, tfds.split_for_jax_process(
+            split, process_index=shard, process_count=shards))
+                for builder, split in sources]
         for shard in range(self.process_index * per_process,
                            (self.process_index + 1) * per_process)}
     self.local_eval_split = tfds.split_for_jax_process(
         self.eval_split, process_index=self.process_index,
         process_count=self.process_count)
-    self.shard_examples = {shard: _num_examples(self.builder, split)
-                           for shard, split in self.train_splits.items()}
+    self.shard_examples = {
+        shard: sum(_num_examples(builder, split) for builder, split in parts)
+        for shard, parts in self.train_parts.items()}
     self.local_train_examples = sum(self.shard_examples.values())
     self.local_eval_examples = _num_examples(self.builder,
                                              self.local_eval_split)
-    self.train_examples = _num_examples(self.builder, self.train_split)
+    self.train_examples = sum(_num_examples(builder, split)
+                              for builder, split in sources)
     self.local_batch = _divide(self.batch_size, self.process_count,
                                '--config.batch_size')
     self.shard_batch = _divide(self.batch_size, shards, '--config.batch_size',
@@ -96,16 +105,18 @@ class Stream:
     ) if self.builder.info.splits else self.local_eval_examples
     return math.ceil(max_local / self.local_eval_batch)
 
-  def _read(self, split) -> tf.data.Dataset:
-    return self.builder.as_dataset(split=split, decoders=self.decoders,
-                                   shuffle_files=False)
+  def _read(self, split, builder=None) -> tf.data.Dataset:
+    return (builder or self.builder).as_dataset(
+        split=split, decoders=self.decoders, shuffle_files=False)
 
   def _shard_batches(self, shard: int, start_step: int) -> tf.data.Dataset:
     """The rows of `shard` in every batch from global step `start_step` on."""
     examples = self.shard_examples[shard]
     base_seed = self.seed * 65_536 + shard
     buffer = min(examples, self.shuffle_buffer)
-    raw = self._read(self.train_splits[shard])
+    raw = functools.reduce(tf.data.Dataset.concatenate, [
+        self._read(split, builder)
+        for builder, split in self.train_parts[shard]])
 
     def epoch(index):
       shuffled = raw.shuffle(buffer, seed=base_seed * 1_000_003 + index,
@@ -125,7 +136,7 @@ class Stream:
     """This process's rows of the batches from global step `start_step` on,
     forever."""
     parts = [self._shard_batches(shard, start_step)
-             for shard in self.train_splits]
+             for shard in self.train_parts]
     ds = parts[0]
     if len(parts) > 1:
       ds = tf.data.Dataset.zip(tuple(parts)).map(
@@ -161,14 +172,17 @@ def for_run(config: ml_collections.ConfigDict,
             eval_split: str, train_example: Callable[[tf.Tensor, Example],
                                                       Example],
             eval_example: Callable[[Example], Example], process_index: int,
-            process_count: int) -> Stream:
+            process_count: int,
+            more_train: tuple[tuple[tfds.core.DatasetBuilder, str], ...] = ()
+            ) -> Stream:
   """The stream of a run's config (batch sizes, seed, shards, shuffle
-  buffer) over `builder`'s splits, its images left encoded for the task's
-  examples to decode (and crop) in one op."""
+  buffer) over `builder`'s splits (and `more_train`'s), its images left
+  encoded for the task's examples to decode (and crop) in one op."""
   return Stream(
       builder, train_split, eval_split, config.batch_size,
       config.eval_batch_size, train_example=train_example,
       eval_example=eval_example, seed=config.seed,
       data_shards=config.data_shards, shuffle_buffer=config.shuffle_buffer,
       decoders={'image': tfds.decode.SkipDecoding()},
-      process_index=process_index, process_count=process_count)
+      process_index=process_index, process_count=process_count,
+      more_train=more_train)

@@ -74,15 +74,14 @@ class Detection(base.Task):
   def model(self, defaults: dict[str, Any]) -> nn.Module:
     return models.from_config(self.config, self.num_classes, defaults)
 
-  @functools.cached_property
-  def _max_level(self) -> int:
-    return self.model({}).max_level
-
-  @functools.cached_property
-  def anchors(self) -> np.ndarray:
-    """[A, 4] anchor boxes of the square input, in the outputs' order."""
+  @functools.lru_cache(maxsize=None)
+  def anchors(self, num_levels: int) -> np.ndarray:
+    """[A, 4] anchor boxes of the square input for outputs of levels
+    MIN_LEVEL.. (`num_levels` of them, as the model returns), in their
+    order."""
     size = self.config.image_size
-    return anchors_lib.anchor_boxes((size, size), MIN_LEVEL, self._max_level,
+    return anchors_lib.anchor_boxes((size, size), MIN_LEVEL,
+                                    MIN_LEVEL + num_levels - 1,
                                     anchor_scale(self.config))
 
   def input_pipeline(self, model: nn.Module, process_index: int,
@@ -92,9 +91,11 @@ class Detection(base.Task):
                             process_index=process_index,
                             process_count=process_count)
 
-  def targets(self, batch: base.Batch) -> targets_lib.Targets:
-    return targets_lib.assign_batch(jnp.asarray(self.anchors), batch['boxes'],
-                                    batch['classes'], batch['box_valid'] > 0)
+  def targets(self, batch: base.Batch,
+              num_levels: int) -> targets_lib.Targets:
+    return targets_lib.assign_batch(
+        jnp.asarray(self.anchors(num_levels)), batch['boxes'],
+        batch['classes'], batch['box_valid'] > 0)
 
   def loss(self, outputs: Any, batch: base.Batch,
            intermediates: dict[str, Any]) -> tuple[jax.Array, base.Metrics]:
@@ -102,7 +103,7 @@ class Detection(base.Task):
     loss of the box codes, over the batch's positive anchors + 1."""
     del intermediates
     class_outputs, box_outputs = outputs
-    targets = self.targets(batch)
+    targets = self.targets(batch, len(class_outputs))
     losses = losses_lib.detection_loss(
         class_outputs, box_outputs, targets, self.num_classes,
         box_loss_weight=self.config.box_loss_weight,
@@ -119,7 +120,8 @@ class Detection(base.Task):
     config = self.config
     class_outputs, box_outputs = outputs
     return postprocess.detect(
-        class_outputs, box_outputs, self.anchors, self.num_classes,
+        class_outputs, box_outputs, self.anchors(len(class_outputs)),
+        self.num_classes,
         max_candidates=config.max_candidates,
         max_detections=config.max_detections,
         iou_threshold=config.nms_iou_threshold, scale=scale,

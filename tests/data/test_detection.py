@@ -282,6 +282,52 @@ def test_voc_ids_come_from_file_names_and_difficult_is_crowd():
   assert catalog.get_spec('voc/2007').class_names[14] == 'person'
 
 
+def _voc_examples(names, label):
+  return [{'image': tf.io.encode_png(np.zeros((40, 60, 3), np.uint8)),
+           'image/filename': tf.constant(name),
+           'objects': {'bbox': tf.constant([[0.1, 0.1, 0.9, 0.9]]),
+                       'label': tf.constant([label], tf.int64),
+                       'is_difficult': tf.constant([False]),
+                       'is_truncated': tf.constant([False]),
+                       'pose': tf.constant([0], tf.int64)}} for name in names]
+
+
+def test_voc_2007_and_2012_train_as_one_set_and_test_on_2007():
+  by_year = {'2007': _voc_examples(['000001.jpg', '000002.jpg'], 3),
+             '2012': _voc_examples(
+                 ['2008_000001.jpg', '2008_000002.jpg', '2011_000003.jpg'], 7)}
+
+  def as_dataset(builder, split, **kwargs):
+    del split, kwargs
+    return functools.reduce(tf.data.Dataset.concatenate, [
+        tf.data.Dataset.from_tensors(e)
+        for e in by_year[builder.builder_config.name]])
+
+  config = _config(dataset='voc/2007+2012', batch_size=5, eval_batch_size=2,
+                   shuffle_buffer=5, random_flip=False, jitter_min=1.0,
+                   jitter_max=1.0)
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    data = detection.create(config, model_channels=3)
+    epochs = [batch['classes'][:, 0] for batch in
+              _take(data.train_batches(), 2)]
+    resumed = next(data.train_batches(start_step=1))['classes'][:, 0]
+    eval_ids = [list(b['image_id']) for b in data.eval_batches()]
+  assert data.train_examples == 5 and data.steps_per_epoch == 1
+  # Each epoch (one batch of 5) holds every image of both years once.
+  for classes in epochs:
+    assert sorted(classes) == [3, 3, 7, 7, 7]
+  assert not (epochs[0] == epochs[1]).all()  # Reshuffled per epoch.
+  np.testing.assert_array_equal(resumed, epochs[1])
+  assert eval_ids == [[1, 2]]  # Only 2007's test images are evaluated.
+
+
+def test_a_missing_voc_2012_part_says_how_to_prepare_both(tmp_path):
+  with pytest.raises(datasets.DatasetNotPreparedError,
+                     match=r"'voc/2007\+2012' \(its voc/2012 part\) is not "
+                     r'prepared.*`tfds build voc/2007 voc/2012'):
+    datasets.load_more_train('voc/2007+2012', str(tmp_path))
+
+
 def test_only_the_first_max_boxes_are_kept():
   examples = detection.Examples(_config(max_boxes=3),
                                 catalog.get_spec('coco/2017'), 3)
@@ -300,11 +346,12 @@ def test_only_the_first_max_boxes_are_kept():
 
 
 def test_detection_refuses_classification_datasets_and_lists_its_own():
-  with pytest.raises(ValueError, match='digits is a classification dataset.*'
-                     'coco/2017, digits_detection, voc/2007'):
+  with pytest.raises(ValueError,
+                     match='digits is a classification dataset.*coco/2017, '
+                     'digits_detection, voc/2007, voc/2007\\+2012'):
     detection.create(_config(dataset='digits'), 1)
   assert catalog.names('detection') == ['coco/2017', 'digits_detection',
-                                        'voc/2007']
+                                        'voc/2007', 'voc/2007+2012']
   assert 'digits' in catalog.names('classification')
   assert 'image_folder' in catalog.names('classification')
   assert set(catalog.names()) == set(catalog.names('classification')) | set(
