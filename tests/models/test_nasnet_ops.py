@@ -79,7 +79,6 @@ def reference(op: str, x: torch.Tensor, params, stats,
       return x
     return _relu_conv_bn(x, params['project'], stats['project'], stride)
   if op.startswith('sep') or op == 'dilsep3':
-    k = int(op[-1])
     repeats, dilation = (2, 1) if op.startswith('sep') else (1, 2)
     for i in range(1, repeats + 1):
       x = F.relu(x)
