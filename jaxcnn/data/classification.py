@@ -118,8 +118,6 @@ def create(config: ml_collections.ConfigDict, model_channels: int, *,
                                   download=config.download,
                                   val_fraction=config.val_fraction)
   examples = Examples(config, spec, model_channels)
-  more_train = datasets.load_more_train(config.dataset, config.data_dir,
-                                        download=config.download)
   return stream.for_run(config, builder, spec.train_split, spec.eval_split,
                         examples.train, examples.eval, process_index,
-                        process_count, more_train=more_train)
+                        process_count)

@@ -82,7 +82,12 @@ def _prepared(name: str, tfds_name: str, split: str, data_dir: str | None,
   spec = get_spec(name)
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   if name in EMBEDDED or download:
-    builder.download_and_prepare()
+    try:
+      builder.download_and_prepare()
+    except FileExistsError:
+      # Another process (a search's parallel children, two runs started at
+      # once) renamed its finished copy into place first: read that one.
+      builder = tfds.builder(tfds_name, data_dir=data_dir)
   try:
     builder.as_dataset(split=split)
   except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:

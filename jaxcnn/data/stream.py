@@ -26,6 +26,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxcnn.data import datasets
+
 Batch = dict[str, np.ndarray]
 Example = dict[str, tf.Tensor]
 
@@ -172,12 +174,11 @@ def for_run(config: ml_collections.ConfigDict,
             eval_split: str, train_example: Callable[[tf.Tensor, Example],
                                                       Example],
             eval_example: Callable[[Example], Example], process_index: int,
-            process_count: int,
-            more_train: tuple[tuple[tfds.core.DatasetBuilder, str], ...] = ()
-            ) -> Stream:
+            process_count: int) -> Stream:
   """The stream of a run's config (batch sizes, seed, shards, shuffle
-  buffer) over `builder`'s splits (and `more_train`'s), its images left
-  encoded for the task's examples to decode (and crop) in one op."""
+  buffer) over `builder`'s splits (and the train splits that its dataset
+  adds, e.g. VOC 2012's), its images left encoded for the task's examples
+  to decode (and crop) in one op."""
   return Stream(
       builder, train_split, eval_split, config.batch_size,
       config.eval_batch_size, train_example=train_example,
@@ -185,4 +186,5 @@ def for_run(config: ml_collections.ConfigDict,
       data_shards=config.data_shards, shuffle_buffer=config.shuffle_buffer,
       decoders={'image': tfds.decode.SkipDecoding()},
       process_index=process_index, process_count=process_count,
-      more_train=more_train)
+      more_train=datasets.load_more_train(config.dataset, config.data_dir,
+                                          download=config.download))

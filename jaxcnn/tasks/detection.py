@@ -7,7 +7,6 @@ detections leave as [x1, y1, x2, y2] pixels of the original image. Classes
 are 0-based; COCO is in its 90-id space (class = category id - 1).
 """
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -74,7 +73,6 @@ class Detection(base.Task):
   def model(self, defaults: dict[str, Any]) -> nn.Module:
     return models.from_config(self.config, self.num_classes, defaults)
 
-  @functools.lru_cache(maxsize=None)
   def anchors(self, num_levels: int) -> np.ndarray:
     """[A, 4] anchor boxes of the square input for outputs of levels
     MIN_LEVEL.. (`num_levels` of them, as the model returns), in their

@@ -109,6 +109,21 @@ def test_unknown_dataset_lists_the_known_ones():
     datasets.get_spec('cifar11')
 
 
+def test_losing_the_race_to_prepare_an_embedded_dataset_reads_the_winners(
+    data_dir, monkeypatch):
+  """Parallel search children preparing `digits` in one data dir: tfds
+  renames each process's finished copy into place, and every process but
+  the first fails to."""
+  def lose(builder, *args, **kwargs):
+    raise FileExistsError(f'Cannot rename {builder.data_dir}.incomplete. '
+                          f'Destination {builder.data_dir} already exists.')
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', lose)
+  builder = datasets.load_builder('digits', data_dir)
+  assert builder.info.splits['train'].num_examples + builder.info.splits[
+      'test'].num_examples == 1797
+
+
 def test_missing_dataset_fails_fast_saying_how_to_prepare_it(tmp_path):
   start = time.monotonic()
   with pytest.raises(datasets.DatasetNotPreparedError,

@@ -282,20 +282,23 @@ def test_voc_ids_come_from_file_names_and_difficult_is_crowd():
   assert catalog.get_spec('voc/2007').class_names[14] == 'person'
 
 
-def _voc_examples(names, label):
+def _voc_examples(names, labels):
   return [{'image': tf.io.encode_png(np.zeros((40, 60, 3), np.uint8)),
            'image/filename': tf.constant(name),
            'objects': {'bbox': tf.constant([[0.1, 0.1, 0.9, 0.9]]),
                        'label': tf.constant([label], tf.int64),
                        'is_difficult': tf.constant([False]),
                        'is_truncated': tf.constant([False]),
-                       'pose': tf.constant([0], tf.int64)}} for name in names]
+                       'pose': tf.constant([0], tf.int64)}}
+          for name, label in zip(names, labels, strict=True)]
 
 
 def test_voc_2007_and_2012_train_as_one_set_and_test_on_2007():
-  by_year = {'2007': _voc_examples(['000001.jpg', '000002.jpg'], 3),
+  # Each image its own class, so that a batch's classes name its images.
+  by_year = {'2007': _voc_examples(['000001.jpg', '000002.jpg'], [1, 2]),
              '2012': _voc_examples(
-                 ['2008_000001.jpg', '2008_000002.jpg', '2011_000003.jpg'], 7)}
+                 ['2008_000001.jpg', '2008_000002.jpg', '2011_000003.jpg'],
+                 [3, 4, 5])}
 
   def as_dataset(builder, split, **kwargs):
     del split, kwargs
@@ -315,7 +318,7 @@ def test_voc_2007_and_2012_train_as_one_set_and_test_on_2007():
   assert data.train_examples == 5 and data.steps_per_epoch == 1
   # Each epoch (one batch of 5) holds every image of both years once.
   for classes in epochs:
-    assert sorted(classes) == [3, 3, 7, 7, 7]
+    assert sorted(classes) == [1, 2, 3, 4, 5]
   assert not (epochs[0] == epochs[1]).all()  # Reshuffled per epoch.
   np.testing.assert_array_equal(resumed, epochs[1])
   assert eval_ids == [[1, 2]]  # Only 2007's test images are evaluated.
