@@ -3,14 +3,20 @@
 python -m jaxcnn.export --checkpoint=PATH --out=FILE [--use_ema]
   [--image_size=N] [--platforms=cpu,cuda,tpu] [--overwrite]
 
-FILE holds preprocessed float32 images `[batch, H, W, C]` -> float32 logits
-`[batch, classes]` in eval mode, the weights inside, for any batch size (the
-batch dimension is symbolic); FILE.json says what it takes (model, input
-shape, preprocessing, class names). Reloading needs only JAX, neither jaxcnn
-nor TensorFlow:
+FILE holds the eval-mode inference function with the weights inside, for
+any batch size (the batch dimension is symbolic). A classifier's takes
+preprocessed float32 images `[batch, H, W, C]` and gives float32 logits
+`[batch, classes]`; a detector's takes the images (longer side resized to
+S, padded bottom/right), `scale` `[batch]` (original pixels per input pixel)
+and `original_size` `[batch, 2]` (height, width), and gives the
+post-processed detections (NMS inside): a dict of `boxes` `[batch, D, 4]`
+(x1, y1, x2, y2 original pixels), `scores`, `classes` (0-based) and `valid`
+`[batch, D]`. FILE.json says what it takes (model, inputs, preprocessing,
+class names). Reloading needs only JAX, neither jaxcnn nor TensorFlow:
 
   exported = jax.export.deserialize(bytearray(open(FILE, 'rb').read()))
   logits = exported.call(images)
+  found = exported.call(images, scale, original_size)  # A detector's.
 """
 
 import dataclasses
@@ -40,6 +46,23 @@ def export(model: nn.Module, variables: Any, image_shape: Sequence[int],
   batch, = jax.export.symbolic_shape('batch')
   images = jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32)
   return jax.export.export(jax.jit(logits), platforms=platforms)(images)
+
+
+def export_detector(detector: Any, platforms: Sequence[str] | None = None
+                    ) -> jax.export.Exported:
+  """`(images, scale, original_size) -> detections` of a
+  `predict_detection.Detector` at its input size, weights embedded."""
+  variables = jax.tree.map(jnp.asarray, detector.variables)
+
+  def detections(images, scale, original_size):
+    return detector.apply(variables, images, scale, original_size)._asdict()
+
+  batch, = jax.export.symbolic_shape('batch')
+  size, channels = detector.image_size, detector.model.in_channels
+  return jax.export.export(jax.jit(detections), platforms=platforms)(
+      jax.ShapeDtypeStruct((batch, size, size, channels), jnp.float32),
+      jax.ShapeDtypeStruct((batch,), jnp.float32),
+      jax.ShapeDtypeStruct((batch, 2), jnp.float32))
 
 
 def save(exported: jax.export.Exported, path: str,
@@ -73,6 +96,9 @@ def export_checkpoint(checkpoint_path: str, out: str, *,
     if not overwrite and os.path.exists(path):
       raise FileExistsError(f'{path} exists; pass --overwrite to replace it.')
   from jaxcnn import predict  # pylint: disable=import-outside-toplevel
+  if predict.task_of(checkpoint_path) == 'detection':
+    return _export_detector_checkpoint(checkpoint_path, out, use_ema,
+                                       image_size, platforms)
   predictor = predict.load(checkpoint_path, use_ema)
   prep = predictor.preprocessing
   size = image_size or (prep and prep.image_size)
@@ -96,6 +122,43 @@ def export_checkpoint(checkpoint_path: str, out: str, *,
       'num_classes': predictor.model.num_classes,
       'class_names': predictor.class_names,
       'preprocessing': prep and dataclasses.asdict(prep),
+      'platforms': list(exported.platforms),
+  })
+  return exported
+
+
+def _export_detector_checkpoint(checkpoint_path: str, out: str,
+                                use_ema: bool, image_size: int | None,
+                                platforms: Sequence[str] | None
+                                ) -> jax.export.Exported:
+  from jaxcnn import predict_detection  # pylint: disable=import-outside-toplevel
+  detector = predict_detection.load(checkpoint_path, use_ema, image_size)
+  size = detector.image_size
+  try:
+    exported = export_detector(detector, platforms)
+  except ValueError as e:  # The model's own message: the sizes it takes.
+    raise ValueError(f'{detector.name} at {size}x{size}: '
+                     f'{str(e).splitlines()[0]}') from None
+  meta = detector.meta
+  detections = meta['postprocess']['max_detections']
+  save(exported, out, {
+      'model': detector.name,
+      'task': 'detection',
+      'checkpoint': os.path.abspath(checkpoint_path),
+      'use_ema': use_ema,
+      'input_shape': [None, size, size, detector.model.in_channels],
+      'input': ('preprocessed float32 images, NHWC (longer side resized to '
+                f'{size}, padded bottom/right); scale [batch]: original '
+                'pixels per input pixel; original_size [batch, 2]: height, '
+                'width'),
+      'output': (f'dict: boxes [batch, {detections}, 4] x1, y1, x2, y2 '
+                 'original pixels; scores, classes (0-based), valid '
+                 f'[batch, {detections}]'),
+      'num_classes': meta['num_classes'],
+      'class_names': detector.class_names,
+      'preprocessing': dict(meta['preprocessing'], image_size=size),
+      'anchors': meta['anchors'],
+      'postprocess': meta['postprocess'],
       'platforms': list(exported.platforms),
   })
   return exported

@@ -57,11 +57,13 @@ class Detector:
         (self.image_size, self.image_size), levels['min_level'],
         levels['max_level'], levels['anchor_scale'])
     self.class_names = self.meta.get('class_names')
-    self._detect = jax.jit(self._detections)
+    self._detect = jax.jit(self.apply)
 
-  def _detections(self, variables: dict, images: jax.Array,
-                  scale: jax.Array,
-                  original_size: jax.Array) -> postprocess.Detections:
+  def apply(self, variables: dict, images: jax.Array, scale: jax.Array,
+            original_size: jax.Array) -> postprocess.Detections:
+    """The jittable detections of preprocessed `images` [batch, S, S, C],
+    boxes in original pixels (`scale` [batch]: original pixels per input
+    pixel) clipped to `original_size` [batch, 2] (height, width)."""
     class_outputs, box_outputs = self.model.apply(variables, images,
                                                   train=False)
     settings = self.meta['postprocess']
@@ -117,14 +119,19 @@ def _padded(array: np.ndarray, rows: int, fill: float) -> np.ndarray:
   return out
 
 
-def load(path: str, use_ema: bool = False) -> Detector:
+def load(path: str, use_ema: bool = False,
+         image_size: int | None = None) -> Detector:
   """The detector of a training workdir or checkpoint, or of weights
-  written by `python -m jaxcnn.convert`."""
+  written by `python -m jaxcnn.convert`; at `image_size` instead of the
+  recorded input side if given (the anchors follow)."""
   path = predict.existing(path)
   meta = checkpoint.load_meta(path)
   if meta.get('task') != 'detection':
     raise ValueError(f'{path} holds a {meta.get("task", "classification")} '
                      'model, not a detector.')
+  if image_size:
+    meta = dict(meta, preprocessing=dict(meta['preprocessing'],
+                                         image_size=image_size))
   variables = checkpoint.load_variables(path, use_ema)[0]
   return Detector(meta['model'], predict.model_of(meta), variables, meta)
 

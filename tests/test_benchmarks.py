@@ -2,6 +2,8 @@
 
 import collections
 import functools
+import json
+import statistics
 import sys
 import tempfile
 
@@ -403,3 +405,47 @@ def test_detection_benchmark_times_the_step_and_the_post_processing():
   assert lines[-2] == (
       'float32   post-processing (top-k + NMS) per batch: jaxcnn '
       f'{ours["postprocess_s"] * 1e3:.1f} ms')
+
+
+def _fake_search(workdir, algorithm, accuracies, population, seconds):
+  from jaxcnn.search import report
+  records = [{'id': i, 'parent': None, 'mutation': 'random',
+              'genotype': f'g{i}', 'accuracy': a, 'params': 1000,
+              'macs': 2e6, 'train_seconds': 3.0,
+              'workdir': f'children/{i:06d}'}
+             for i, a in enumerate(accuracies)]
+  workdir.mkdir(parents=True)
+  report.write(str(workdir), records, population, algorithm, 4, seconds)
+  (workdir / 'search.json').write_text(json.dumps({
+      'config': {}, 'elapsed_seconds': seconds,
+      'state': {'algorithm': algorithm, 'num_children': 4,
+                'population': population,
+                'history': [{'id': r['id'], 'fitness': r['accuracy']}
+                            for r in records]}}))
+
+
+def test_nas_seeds_tables_each_search_and_each_algorithm_over_seeds(
+    tmp_path):
+  from benchmarks import nas_seeds
+  assert [nas_seeds.algorithm_of(f'configs/nas/digits_{a}.py')
+          for a in ('evolution', 'random')] == ['evolution', 'random']
+  _fake_search(tmp_path / 'seed0' / 'evolution', 'evolution',
+               [0.5, 0.7, 0.9, 0.8], [2, 3], 1800.0)
+  _fake_search(tmp_path / 'seed1' / 'evolution', 'evolution',
+               [0.6, 0.7, 0.5, 0.6], [1, 3], 900.0)
+  _fake_search(tmp_path / 'seed0' / 'random', 'random',
+               [0.5, 0.6, 0.4], [0, 1, 2], 3600.0)
+  searches = {(a, s): nas_seeds.search_numbers(
+      str(tmp_path / f'seed{s}' / a))
+              for a, s in (('evolution', 0), ('evolution', 1), ('random', 0))}
+  lines = nas_seeds.table(searches).splitlines()
+  assert lines[2:5] == [
+      '| evolution | 0 | 4/4 | 0.9000 | 0.8500 | 8.0 | 30.0 |',
+      '| evolution | 1 | 4/4 | 0.7000 | 0.6500 | 16.0 | 15.0 |',
+      '| random | 0 | 3/4 | 0.6000 | 0.5000 | 3.0 | 60.0 |']
+  best_std, population_std = (statistics.stdev([0.9, 0.7]),
+                              statistics.stdev([0.85, 0.65]))
+  assert lines[-2:] == [
+      f'| evolution | 2 | 0.8000 ± {best_std:.4f} | 0.7500 ± '
+      f'{population_std:.4f} | 12.0 | 30.0 |',
+      '| random | 1 | 0.6000 ± 0.0000 | 0.5000 ± 0.0000 | 3.0 | 60.0 |']

@@ -19,6 +19,7 @@ from PIL import Image
 
 from configs import efficientdet_quickstart
 from jaxcnn import checkpoint
+from jaxcnn import export
 from jaxcnn import metrics
 from jaxcnn import optim
 from jaxcnn import predict_detection
@@ -176,6 +177,42 @@ def test_predict_writes_boxes_as_json_lines_and_draws_them(
   assert again.returncode == 1
   assert again.stderr.strip().splitlines()[-1] == (
       f'FATAL {output} exists; pass --overwrite to replace it.')
+
+
+def test_the_exported_detector_finds_what_predict_finds(
+    run, detection_data_dir, tmp_path):
+  """jax.export of the run's detector, reloaded, on 3 then 2 images of other
+  sizes than the input (scale and clipping inside the export)."""
+  workdir, _ = run
+  paths, _ = _test_images(detection_data_dir, str(tmp_path), count=3)
+  for i, size in enumerate(((100, 60), (128, 200))):
+    with Image.open(paths[i]) as picture:
+      picture.resize(size).save(paths[i])
+  out = str(tmp_path / 'detector.export')
+  export.export_checkpoint(workdir, out)
+  reloaded = export.load(out)
+  assert [str(a) for a in reloaded.in_avals] == [
+      'float32[batch,128,128,3]', 'float32[batch]', 'float32[batch,2]']
+  detector = predict_detection.load(workdir)
+  _, images, scales, sizes = predict_detection.load_inputs(detector, paths)
+  assert sizes.tolist() == [[60, 100], [200, 128], [128, 128]]
+  expected = detector.detections(images, scales, sizes, 3)
+  for count in (3, 2):
+    found = reloaded.call(images[:count], scales[:count], sizes[:count])
+    for name in ('boxes', 'scores', 'classes', 'valid'):
+      np.testing.assert_allclose(np.asarray(found[name]),
+                                 getattr(expected, name)[:count], rtol=1e-5,
+                                 atol=1e-4, err_msg=name)
+  assert np.asarray(found['valid']).sum() == 2 * 100
+  info = json.loads(open(out + export.INFO_SUFFIX).read())
+  assert (info['task'], info['input_shape'], info['class_names']) == (
+      'detection', [None, 128, 128, 3], [str(d) for d in range(10)])
+  assert info['anchors'] == {'min_level': 3, 'max_level': 5,
+                             'anchor_scale': 2.0}
+  assert info['output'].startswith('dict: boxes [batch, 100, 4] x1, y1, x2')
+  larger = export.export_checkpoint(workdir, out, image_size=256,
+                                    overwrite=True)
+  assert str(larger.in_avals[0]) == 'float32[batch,256,256,3]'
 
 
 def test_the_run_step_lowers_the_detection_loss_on_a_batch(
