@@ -1,4 +1,4 @@
-"""Regularized evolution on the embedded digits (about 30 minutes on a
+"""Regularized evolution on the embedded digits (13 to 22 minutes on a
 2-core CPU with --parallel=2): python nas.py
 --config=configs/nas/digits_evolution.py --workdir=/tmp/nas/evolution"""
 
