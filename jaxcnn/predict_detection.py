@@ -130,6 +130,10 @@ def load(path: str, use_ema: bool = False,
     raise ValueError(f'{path} holds a {meta.get("task", "classification")} '
                      'model, not a detector.')
   if image_size:
+    stride = 2 ** meta['anchors']['max_level']
+    if image_size % stride:
+      raise ValueError(f'image size {image_size}: {meta["model"]} takes '
+                       f'sides that are multiples of {stride} (2^max_level).')
     meta = dict(meta, preprocessing=dict(meta['preprocessing'],
                                          image_size=image_size))
   variables = checkpoint.load_variables(path, use_ema)[0]

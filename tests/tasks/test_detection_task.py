@@ -213,6 +213,9 @@ def test_the_exported_detector_finds_what_predict_finds(
   larger = export.export_checkpoint(workdir, out, image_size=256,
                                     overwrite=True)
   assert str(larger.in_avals[0]) == 'float32[batch,256,256,3]'
+  with pytest.raises(ValueError, match=r'^image size 200: efficientdet_d0 '
+                     r'takes sides that are multiples of 32 \(2\^max_level\)'):
+    export.export_checkpoint(workdir, out, image_size=200, overwrite=True)
 
 
 def test_the_run_step_lowers_the_detection_loss_on_a_batch(
