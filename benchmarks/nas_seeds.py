@@ -90,10 +90,13 @@ def table(searches: dict[tuple[str, int], dict[str, Any]]) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     sys.exit(f'FATAL unexpected arguments: {" ".join(argv[1:])}')
+  algorithms = {config: algorithm_of(config) for config in FLAGS.configs}
+  if len(set(algorithms.values())) < len(algorithms):
+    sys.exit('FATAL --configs: two configs of one algorithm would share '
+             'ROOT/seedS/ALGORITHM; run them with separate --root.')
   searches = {}
   for seed in (int(s) for s in FLAGS.seeds):
-    for config in FLAGS.configs:
-      algorithm = algorithm_of(config)
+    for config, algorithm in algorithms.items():
       workdir = os.path.join(FLAGS.root, f'seed{seed}', algorithm)
       if FLAGS.run:
         command = [sys.executable, 'nas.py', f'--config={config}',

@@ -81,6 +81,16 @@ def load(path: str) -> jax.export.Exported:
     return jax.export.deserialize(bytearray(f.read()))
 
 
+def _exported(name: str, size: int, export_fn) -> jax.export.Exported:
+  """`export_fn()`, a model's ValueError (its own message: the sizes it
+  takes) made one line naming the model and size."""
+  try:
+    return export_fn()
+  except ValueError as e:
+    raise ValueError(f'{name} at {size}x{size}: '
+                     f'{str(e).splitlines()[0]}') from None
+
+
 def export_checkpoint(checkpoint_path: str, out: str, *,
                       use_ema: bool = False, image_size: int | None = None,
                       platforms: Sequence[str] | None = None,
@@ -106,12 +116,8 @@ def export_checkpoint(checkpoint_path: str, out: str, *,
     raise ValueError(f'{checkpoint_path} records no image size; pass '
                      '--image_size.')
   image_shape = (size, size, predictor.model.in_channels)
-  try:
-    exported = export(predictor.model, predictor.variables, image_shape,
-                      platforms)
-  except ValueError as e:  # The model's own message: the sizes it takes.
-    raise ValueError(f'{predictor.name} at {size}x{size}: '
-                     f'{str(e).splitlines()[0]}') from None
+  exported = _exported(predictor.name, size, lambda: export(
+      predictor.model, predictor.variables, image_shape, platforms))
   save(exported, out, {
       'model': predictor.name,
       'checkpoint': os.path.abspath(checkpoint_path),
@@ -134,11 +140,8 @@ def _export_detector_checkpoint(checkpoint_path: str, out: str,
   from jaxcnn import predict_detection  # pylint: disable=import-outside-toplevel
   detector = predict_detection.load(checkpoint_path, use_ema, image_size)
   size = detector.image_size
-  try:
-    exported = export_detector(detector, platforms)
-  except ValueError as e:  # The model's own message: the sizes it takes.
-    raise ValueError(f'{detector.name} at {size}x{size}: '
-                     f'{str(e).splitlines()[0]}') from None
+  exported = _exported(detector.name, size,
+                       lambda: export_detector(detector, platforms))
   meta = detector.meta
   detections = meta['postprocess']['max_detections']
   save(exported, out, {
