@@ -1,6 +1,8 @@
 """Fixtures shared by the tests: a prepared `digits` dataset and small configs."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Keras (the NASNet references) picks its backend when first imported, which
@@ -10,6 +12,22 @@ os.environ.setdefault('KERAS_BACKEND', 'jax')
 import pytest  # noqa: E402
 
 from configs import quickstart  # noqa: E402
+
+_CACHE = 'JAX_COMPILATION_CACHE_DIR'
+
+
+def pytest_configure(config) -> None:
+  """One persistent XLA compilation cache for the session: its runs compile
+  the same steps again and again, in this process, in the xdist workers and
+  in the subprocesses they start, which all inherit the variable."""
+  if _CACHE not in os.environ:
+    config.jaxcnn_cache = os.environ[_CACHE] = tempfile.mkdtemp(
+        prefix='jaxcnn-tests-xla-cache-')
+
+
+def pytest_unconfigure(config) -> None:
+  if hasattr(config, 'jaxcnn_cache'):
+    shutil.rmtree(config.jaxcnn_cache, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')
