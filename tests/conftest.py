@@ -19,10 +19,24 @@ _CACHE = 'JAX_COMPILATION_CACHE_DIR'
 def pytest_configure(config) -> None:
   """One persistent XLA compilation cache for the session: its runs compile
   the same steps again and again, in this process, in the xdist workers and
-  in the subprocesses they start, which all inherit the variable."""
+  in the subprocesses they start, which all inherit the variable.
+
+  xdist hands out whole files (`--dist loadfile`) in the order of
+  `pytest_collection_modifyitems` below, not by its own test count."""
   if _CACHE not in os.environ:
     config.jaxcnn_cache = os.environ[_CACHE] = tempfile.mkdtemp(
         prefix='jaxcnn-tests-xla-cache-')
+  if hasattr(config.option, 'loadscopereorder'):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """The costliest files first (their `cost_seconds` mark), so that the
+  last file a worker starts is a short one and no worker waits idle."""
+  def cost(item: pytest.Item) -> float:
+    mark = item.get_closest_marker('cost_seconds')
+    return mark.args[0] if mark else 0.0
+  items.sort(key=cost, reverse=True)  # Stable: file order otherwise kept.
 
 
 def pytest_unconfigure(config) -> None:

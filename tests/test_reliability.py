@@ -21,6 +21,8 @@ from jaxcnn import checkpoint
 from jaxcnn import metrics
 from jaxcnn import trainer
 
+pytestmark = pytest.mark.cost_seconds(470)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough (about 10 s) for a signal to land mid-run.
 RUN = dict(num_steps=300, checkpoint_every_steps=50, progress_bar=False)

@@ -15,6 +15,8 @@ import pytest
 from jaxcnn import metrics
 from jaxcnn import sweep
 
+pytestmark = pytest.mark.cost_seconds(175)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, 'configs', 'quickstart.py')
 # Quickstart shrunk to 20 steps, with a checkpoint at 10 to resume from.

@@ -10,6 +10,8 @@ import pytest
 
 from configs import quickstart
 
+pytestmark = pytest.mark.cost_seconds(250)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

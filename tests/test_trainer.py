@@ -21,6 +21,8 @@ from jaxcnn import state as state_lib
 from jaxcnn import trainer
 from jaxcnn import workdir as workdir_lib
 
+pytestmark = pytest.mark.cost_seconds(420)
+
 
 def _leaves(tree):
   return jax.tree.leaves(tree)

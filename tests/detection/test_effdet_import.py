@@ -17,6 +17,8 @@ from tests import torch_refs
 
 import effdet  # pylint: disable=g-bad-import-order  # After torchvision's fix.
 
+pytestmark = pytest.mark.cost_seconds(95)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 _SIZE = (128, 256)  # Non-square; effdet's image_size must be the input's.

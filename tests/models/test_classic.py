@@ -13,6 +13,8 @@ import pytest
 
 from jaxcnn import models
 
+pytestmark = pytest.mark.cost_seconds(110)
+
 # torchvision's counts (LeNet-5: the classic 10-class network).
 PARAM_COUNTS = {
     'lenet5': 61_706,

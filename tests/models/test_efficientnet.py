@@ -12,6 +12,8 @@ from jaxcnn import models
 from jaxcnn.models import efficientnet
 from jaxcnn.models import layers
 
+pytestmark = pytest.mark.cost_seconds(95)
+
 _PARAM_COUNTS = {
     'efficientnet_b0': 5_288_548,
     'efficientnet_b1': 7_794_184,

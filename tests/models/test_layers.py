@@ -12,6 +12,8 @@ import pytest
 
 from jaxcnn.models import layers
 
+pytestmark = pytest.mark.cost_seconds(155)
+
 
 def _grid(height, width):
   """[1, height, width, 1] image whose pixel (h, w) is 10 * h + w."""

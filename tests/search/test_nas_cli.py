@@ -10,6 +10,8 @@ from jaxcnn import metrics
 from tests.search.helpers import CHEAP_OPS
 from tests.search.helpers import run_nas
 
+pytestmark = pytest.mark.cost_seconds(245)
+
 SMOKE = [CHEAP_OPS, '--config.num_children=8', '--config.population_size=4',
          '--config.sample_size=2']
 RECORD_FIELDS = ['id', 'parent', 'mutation', 'genotype', 'accuracy', 'params',

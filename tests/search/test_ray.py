@@ -4,6 +4,7 @@ instance (2 CPUs), with the outputs of a local search."""
 import json
 
 import numpy as np
+import pytest
 import ray
 
 from configs.nas import digits_evolution
@@ -11,6 +12,8 @@ from jaxcnn import metrics
 from jaxcnn.search import executors
 from jaxcnn.search import run
 from tests.search import helpers
+
+pytestmark = pytest.mark.cost_seconds(110)
 
 
 def test_a_search_runs_its_children_as_ray_tasks(tmp_path, compilation_cache):

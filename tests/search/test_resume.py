@@ -8,7 +8,11 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.search import helpers
+
+pytestmark = pytest.mark.cost_seconds(155)
 
 SEARCH = [helpers.CHEAP_OPS, '--config.num_children=3',
           '--config.population_size=2', '--config.sample_size=2']

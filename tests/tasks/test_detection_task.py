@@ -33,6 +33,8 @@ from jaxcnn.data import datasets
 from jaxcnn.detection import coco_eval
 from tests import test_no_tensorflow
 
+pytestmark = pytest.mark.cost_seconds(440)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 # EfficientDet-D0's layout, narrowed so that it compiles in seconds.
