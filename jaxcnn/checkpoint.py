@@ -50,39 +50,31 @@ def _as_uint32(x: jax.Array) -> jax.Array:
   return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
-_ODD_WEIGHT_A = 0x9E3779B1
-_ODD_WEIGHT_B = 0x85EBCA6B
+def _host_words(value: np.ndarray) -> np.ndarray:
+  """_as_uint32 in numpy."""
+  if value.dtype == np.bool_:
+    return value.astype(np.uint32)
+  value = np.ascontiguousarray(value)
+  if value.dtype.itemsize >= 4:
+    return value.view(np.uint32)
+  unsigned = np.uint16 if value.dtype.itemsize == 2 else np.uint8
+  return value.view(unsigned).astype(np.uint32)
+
+
+def _weighted_sums(words: Any, xp: Any) -> tuple[Any, Any]:
+  """Two position-weighted sums mod 2**32 of uint32 `words` (numpy or
+  jax.numpy as `xp`): any single flipped bit changes the first (its weights
+  are odd). Integer sums do not depend on how the array is sharded."""
+  words = words.ravel()
+  odd = xp.arange(words.size, dtype=xp.uint32) * xp.uint32(2) + xp.uint32(1)
+  return (xp.sum(words * odd * xp.uint32(0x9E3779B1), dtype=xp.uint32),
+          xp.sum((words ^ (words >> xp.uint32(15))) *
+                 (odd * xp.uint32(0x85EBCA6B)), dtype=xp.uint32))
 
 
 @jax.jit
 def _device_fingerprints(leaves: list[jax.Array]) -> list[jax.Array]:
-  """Two position-weighted sums mod 2**32 of each array's bits: any single
-  flipped bit changes the first (its weights are odd). Integer sums do not
-  depend on how the array is sharded."""
-  results = []
-  for leaf in leaves:
-    words = _as_uint32(leaf).ravel()
-    odd = jnp.arange(words.size, dtype=jnp.uint32) * 2 + 1
-    results.append(jnp.stack([
-        jnp.sum(words * odd * jnp.uint32(_ODD_WEIGHT_A)),
-        jnp.sum((words ^ (words >> 15)) * (odd * jnp.uint32(_ODD_WEIGHT_B)))]))
-  return results
-
-
-def _host_fingerprint(value: np.ndarray) -> tuple[int, int]:
-  """_device_fingerprints' sums of one array, in numpy."""
-  if value.dtype == np.bool_:
-    words = value.astype(np.uint32)
-  elif value.dtype.itemsize >= 4:
-    words = np.ascontiguousarray(value).view(np.uint32)
-  else:
-    words = np.ascontiguousarray(value).view(
-        np.uint16 if value.dtype.itemsize == 2 else np.uint8).astype(np.uint32)
-  words = words.ravel()
-  odd = np.arange(words.size, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
-  return (int(np.sum(words * odd * np.uint32(_ODD_WEIGHT_A), dtype=np.uint32)),
-          int(np.sum((words ^ (words >> np.uint32(15))) *
-                     (odd * np.uint32(_ODD_WEIGHT_B)), dtype=np.uint32)))
+  return [jnp.stack(_weighted_sums(_as_uint32(leaf), jnp)) for leaf in leaves]
 
 
 def _host_value(leaf: Any) -> np.ndarray | None:
@@ -109,8 +101,8 @@ def array_checksums(tree: Any) -> dict[str, str]:
   values = [_host_value(leaf) for _, leaf in with_paths]
   device_sums = iter(jax.device_get(_device_fingerprints(
       [leaf for (_, leaf), value in zip(with_paths, values) if value is None])))
-  sums = [next(device_sums) if value is None else _host_fingerprint(value)
-          for value in values]
+  sums = [next(device_sums) if value is None else
+          _weighted_sums(_host_words(value), np) for value in values]
   return {_path_name(path): f'{int(a):08x}{int(b):08x}'
           for (path, _), (a, b) in zip(with_paths, sums)}
 

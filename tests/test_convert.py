@@ -21,7 +21,7 @@ from jaxcnn import tasks
 from jaxcnn import trainer
 from tests import torch_refs
 
-pytestmark = pytest.mark.cost_seconds(350)
+pytestmark = pytest.mark.cost_seconds(540)
 
 _TV = torch_refs.torchvision.models.get_model_builder
 

@@ -21,7 +21,7 @@ from jaxcnn import checkpoint
 from jaxcnn import metrics
 from jaxcnn import trainer
 
-pytestmark = pytest.mark.cost_seconds(470)
+pytestmark = pytest.mark.cost_seconds(540)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough (about 10 s) for a signal to land mid-run.

@@ -21,7 +21,7 @@ from jaxcnn import state as state_lib
 from jaxcnn import trainer
 from jaxcnn import workdir as workdir_lib
 
-pytestmark = pytest.mark.cost_seconds(420)
+pytestmark = pytest.mark.cost_seconds(400)
 
 
 def _leaves(tree):

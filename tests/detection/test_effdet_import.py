@@ -17,7 +17,7 @@ from tests import torch_refs
 
 import effdet  # pylint: disable=g-bad-import-order  # After torchvision's fix.
 
-pytestmark = pytest.mark.cost_seconds(95)
+pytestmark = pytest.mark.cost_seconds(60)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))

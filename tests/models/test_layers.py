@@ -12,7 +12,7 @@ import pytest
 
 from jaxcnn.models import layers
 
-pytestmark = pytest.mark.cost_seconds(155)
+pytestmark = pytest.mark.cost_seconds(230)
 
 
 def _grid(height, width):

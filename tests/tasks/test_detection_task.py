@@ -33,7 +33,7 @@ from jaxcnn.data import datasets
 from jaxcnn.detection import coco_eval
 from tests import test_no_tensorflow
 
-pytestmark = pytest.mark.cost_seconds(440)
+pytestmark = pytest.mark.cost_seconds(420)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
