@@ -21,7 +21,7 @@ from jaxcnn import state as state_lib
 from jaxcnn import tasks
 from jaxcnn.models import lowering
 
-pytestmark = pytest.mark.cost_seconds(310)
+pytestmark = pytest.mark.cost_seconds(295)
 
 _JAX_FIELDS = {'parameters', 'compile_s', 'step_s', 'images_per_s',
                'flops_per_step', 'peak_memory_bytes', 'memory_source', 'loss',

@@ -21,7 +21,7 @@ from jaxcnn import tasks
 from jaxcnn import trainer
 from tests import torch_refs
 
-pytestmark = pytest.mark.cost_seconds(540)
+pytestmark = pytest.mark.cost_seconds(300)
 
 _TV = torch_refs.torchvision.models.get_model_builder
 
@@ -32,20 +32,26 @@ def _timm(name: str):
 
 _RESNET_SIZE = (97, 129)  # Odd and non-square: catches padding mistakes.
 _EFFICIENTNET_SIZE = (67, 85)
+_EFFICIENTNET_SOURCES = {
+    'torchvision': lambda i: _TV(f'efficientnet_b{i}'),
+    'timm': lambda i: _timm(f'tf_efficientnet_b{i}'),
+    'timm_torch': lambda i: _timm(f'efficientnet_b{i}'),
+}
 # (jaxcnn name, source, reference constructor, (height, width)). The
 # EfficientNet variants differ only in how one block table is scaled, the
-# sources in padding, BatchNorm epsilon and weight names: every variant is
-# checked against one source, B0 against all three.
+# sources in padding, BatchNorm epsilon and weight names: B0 is checked
+# against all three sources, one scaled variant against each, and B4-B7
+# (the same blocks, more and wider) convert with the reference's parameter
+# count (test_every_larger_variant_converts_whole).
 _MODELS = (
     [(name, 'torchvision', _TV(name), _RESNET_SIZE)
      for name in ('alexnet', 'squeezenet1_0', 'squeezenet1_1', 'resnet18',
                   'resnet34', 'resnet50', 'resnet101', 'resnet152')]
     + [('resnet50', 'timm', _timm('resnet50'), _RESNET_SIZE)]
-    + [(f'efficientnet_b{i}', source, build(i), _EFFICIENTNET_SIZE)
-       for source, build, variants in (
-           ('torchvision', lambda i: _TV(f'efficientnet_b{i}'), (0, 1, 4, 7)),
-           ('timm', lambda i: _timm(f'tf_efficientnet_b{i}'), (0, 3, 6)),
-           ('timm_torch', lambda i: _timm(f'efficientnet_b{i}'), (0, 2, 5)))
+    + [(f'efficientnet_b{i}', source, _EFFICIENTNET_SOURCES[source](i),
+        _EFFICIENTNET_SIZE)
+       for source, variants in (('torchvision', (0, 1)), ('timm', (0, 3)),
+                                ('timm_torch', (0, 2)))
        for i in variants])
 # The standard 224x224 input, once per family and source.
 _STANDARD = [(name, source, build, (224, 224))
@@ -82,6 +88,19 @@ def test_eval_logits_match(name, source, build, size):
   error = _relative_error(got, want)
   print(f'{name} {source} {size}: relative error {error:.1e}')
   assert error <= 1e-4
+
+
+@pytest.mark.parametrize('variant,source', [
+    (4, 'torchvision'), (5, 'timm_torch'), (6, 'timm'), (7, 'torchvision')])
+def test_every_larger_variant_converts_whole(variant, source):
+  """Every reference weight lands in a jaxcnn variable of its shape (from_torch
+  refuses any missing, unexpected or mis-shaped one), nothing added."""
+  state_dict = _EFFICIENTNET_SOURCES[source](variant)().state_dict()
+  _, variables = convert.from_torch(f'efficientnet_b{variant}', state_dict,
+                                    source)
+  assert sum(np.size(x) for x in jax.tree.leaves(variables)) == sum(
+      v.numel() for k, v in state_dict.items()
+      if not k.endswith('num_batches_tracked'))
 
 
 def test_the_resolution_catches_padding_mistakes():

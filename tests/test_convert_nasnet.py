@@ -53,7 +53,7 @@ keras = pytest.importorskip('keras')
 from keras.src.backend.common import dtypes as keras_dtypes  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
-pytestmark = pytest.mark.cost_seconds(135)
+pytestmark = pytest.mark.cost_seconds(120)
 
 _KERAS_SIZE = (37, 54)
 _TIMM_SIZE = (35, 49)

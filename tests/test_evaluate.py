@@ -27,7 +27,7 @@ from jaxcnn.data import classification
 from jaxcnn.data import datasets
 from tests import test_no_tensorflow
 
-pytestmark = pytest.mark.cost_seconds(70)
+pytestmark = pytest.mark.cost_seconds(80)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

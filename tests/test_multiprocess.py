@@ -19,7 +19,7 @@ from jaxcnn import metrics
 from jaxcnn import trainer
 from jaxcnn.data import classification
 
-pytestmark = pytest.mark.cost_seconds(130)
+pytestmark = pytest.mark.cost_seconds(140)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # data_shards=2 reads the data as 2 shards in the 1-process run too, so that

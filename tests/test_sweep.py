@@ -15,7 +15,7 @@ import pytest
 from jaxcnn import metrics
 from jaxcnn import sweep
 
-pytestmark = pytest.mark.cost_seconds(170)
+pytestmark = pytest.mark.cost_seconds(150)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, 'configs', 'quickstart.py')

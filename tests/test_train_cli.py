@@ -10,7 +10,7 @@ import pytest
 
 from configs import quickstart
 
-pytestmark = pytest.mark.cost_seconds(220)
+pytestmark = pytest.mark.cost_seconds(210)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

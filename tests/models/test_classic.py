@@ -13,7 +13,7 @@ import pytest
 
 from jaxcnn import models
 
-pytestmark = pytest.mark.cost_seconds(115)
+pytestmark = pytest.mark.cost_seconds(95)
 
 # torchvision's counts (LeNet-5: the classic 10-class network).
 PARAM_COUNTS = {

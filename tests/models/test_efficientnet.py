@@ -12,7 +12,7 @@ from jaxcnn import models
 from jaxcnn.models import efficientnet
 from jaxcnn.models import layers
 
-pytestmark = pytest.mark.cost_seconds(100)
+pytestmark = pytest.mark.cost_seconds(90)
 
 _PARAM_COUNTS = {
     'efficientnet_b0': 5_288_548,

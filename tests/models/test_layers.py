@@ -12,7 +12,7 @@ import pytest
 
 from jaxcnn.models import layers
 
-pytestmark = pytest.mark.cost_seconds(230)
+pytestmark = pytest.mark.cost_seconds(190)
 
 
 def _grid(height, width):

@@ -10,7 +10,7 @@ from jaxcnn import metrics
 from tests.search.helpers import CHEAP_OPS
 from tests.search.helpers import run_nas
 
-pytestmark = pytest.mark.cost_seconds(235)
+pytestmark = pytest.mark.cost_seconds(205)
 
 SMOKE = [CHEAP_OPS, '--config.num_children=8', '--config.population_size=4',
          '--config.sample_size=2']

@@ -13,7 +13,7 @@ from jaxcnn.search import executors
 from jaxcnn.search import run
 from tests.search import helpers
 
-pytestmark = pytest.mark.cost_seconds(110)
+pytestmark = pytest.mark.cost_seconds(105)
 
 
 def test_a_search_runs_its_children_as_ray_tasks(tmp_path, compilation_cache):
