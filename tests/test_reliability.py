@@ -134,7 +134,7 @@ def test_sigkill_then_rerun_ends_bitwise_like_an_uninterrupted_run(
 @pytest.mark.parametrize('sig,exit_code,says', [
     (signal.SIGTERM, 143, 'Preempted'), (signal.SIGINT, 130, 'Interrupted')],
     ids=['SIGTERM', 'SIGINT'])
-def test_sigterm_or_ctrl_c_saves_the_current_step_and_rerun_ends_bitwise(
+def test_sigterm_or_ctrl_c_saves_the_current_step_then_sigterm_reruns_bitwise(
     data_dir, tmp_path, uninterrupted, sig, exit_code, says):
   args = _flags(data_dir, tmp_path, RUN)
   code, stderr = _start_and_signal(sig, tmp_path, args)
