@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Mapping
 
-import tensorboardX
+from jaxcnn.imports import tensorboardX
 
 METRICS_FILE = 'metrics.jsonl'
 

@@ -31,7 +31,7 @@ def keep_tensorflow_off_accelerators() -> None:
   """Where TensorFlow is installed (it decodes image files), hides the GPUs
   from it: they are JAX's. Without it, .npy inputs still work."""
   try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from jaxcnn.imports import tensorflow as tf
   except ImportError:
     return
   tf.config.set_visible_devices([], 'GPU')

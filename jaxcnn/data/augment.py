@@ -40,7 +40,8 @@ import math
 from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
-import tensorflow as tf
+
+from jaxcnn.imports import tensorflow as tf
 
 __all__ = [
     'OP_NAMES',

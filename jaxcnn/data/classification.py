@@ -4,13 +4,13 @@ RandAugment / AutoAugment and normalisation, with integer labels."""
 import dataclasses
 
 import ml_collections
-import tensorflow as tf
 
 from jaxcnn.data import catalog
 from jaxcnn.data import datasets
 from jaxcnn.data import preprocess
 from jaxcnn.data import stream
 from jaxcnn.data.catalog import AUGMENTS, TRAIN_CROPS
+from jaxcnn.imports import tensorflow as tf
 
 
 def _check_choice(value: str, choices: tuple[str, ...], field: str) -> None:

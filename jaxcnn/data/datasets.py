@@ -1,6 +1,5 @@
 """The datasets train.py knows, and loading their tfds builders with clear errors."""
 
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxcnn import config_check
@@ -14,6 +13,7 @@ from jaxcnn.data.catalog import (  # noqa: F401
     DATASETS, EMBEDDED, IMAGE_FOLDER, IMAGENET_MEAN, IMAGENET_STD,
     DatasetSpec, get_spec)
 from jaxcnn.data.image_folder import ImageFolderError  # noqa: F401
+from jaxcnn.imports import tensorflow as tf
 
 _DOWNLOADABLE = ('Prepare it once on a machine with internet access: '
                  '`tfds build {name} --data_dir=DIR`, then pass '

@@ -13,12 +13,12 @@ the first ones in the dataset's order.
 import dataclasses
 
 import ml_collections
-import tensorflow as tf
 
 from jaxcnn.data import catalog
 from jaxcnn.data import datasets
 from jaxcnn.data import preprocess
 from jaxcnn.data import stream
+from jaxcnn.imports import tensorflow as tf
 
 
 def resized_shape(height: tf.Tensor, width: tf.Tensor,

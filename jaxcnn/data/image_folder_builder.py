@@ -11,10 +11,10 @@ bytes are stored, not re-encoded.
 import os
 import re
 
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxcnn.data import image_folder
+from jaxcnn.imports import tensorflow as tf
 
 # Named in the message when more images than this cannot be decoded.
 _NAMED_UNREADABLE = 3

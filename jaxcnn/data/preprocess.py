@@ -5,9 +5,8 @@ int64), so a run's batches depend only on the config seed and their position
 in the stream: restarting at step N reproduces them exactly.
 """
 
-import tensorflow as tf
-
 from jaxcnn.data.catalog import INTERPOLATIONS
+from jaxcnn.imports import tensorflow as tf
 
 
 def check_interpolation(method: str) -> None:

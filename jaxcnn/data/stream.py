@@ -23,13 +23,21 @@ from typing import Any, Callable, Iterator
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxcnn.data import datasets
+from jaxcnn.imports import tensorflow as tf
 
 Batch = dict[str, np.ndarray]
 Example = dict[str, tf.Tensor]
+
+
+def _map(ds: tf.data.Dataset, fn: Callable[..., Any],
+         **kwargs: Any) -> tf.data.Dataset:
+  """`ds.map(fn)` without AutoGraph's conversion of `fn`, which tf.data
+  applies by default (about 3 s of every run's start): the tasks' example
+  functions branch in Python on static values only."""
+  return ds.map(tf.autograph.experimental.do_not_convert(fn), **kwargs)
 
 
 def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
@@ -124,14 +132,14 @@ class Stream:
       shuffled = raw.shuffle(buffer, seed=base_seed * 1_000_003 + index,
                              reshuffle_each_iteration=False)
       positions = tf.data.Dataset.range(index * examples, (index + 1) * examples)
-      seeds = positions.map(lambda p: tf.stack([tf.constant(base_seed, tf.int64),
-                                                p]))
+      seeds = _map(positions, lambda p: tf.stack(
+          [tf.constant(base_seed, tf.int64), p]))
       return tf.data.Dataset.zip(seeds, shuffled)
 
     first = start_step * self.shard_batch
     ds = tf.data.Dataset.range(first // examples, 2**62).flat_map(epoch)
     ds = ds.skip(first % examples)
-    ds = ds.map(self.train_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _map(ds, self.train_example, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(self.shard_batch, drop_remainder=True)
 
   def train_dataset(self, start_step: int = 0) -> tf.data.Dataset:
@@ -141,9 +149,9 @@ class Stream:
              for shard in self.train_parts]
     ds = parts[0]
     if len(parts) > 1:
-      ds = tf.data.Dataset.zip(tuple(parts)).map(
-          lambda *rows: tf.nest.map_structure(
-              lambda *x: tf.concat(x, axis=0), *rows))
+      ds = _map(tf.data.Dataset.zip(tuple(parts)),
+                lambda *rows: tf.nest.map_structure(
+                    lambda *x: tf.concat(x, axis=0), *rows))
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def _eval_example(self, example: Example) -> Example:
@@ -151,8 +159,8 @@ class Stream:
 
   def eval_dataset(self) -> tf.data.Dataset:
     """Every eval example once, in `eval_steps` batches padded with mask 0."""
-    ds = self._read(self.local_eval_split).map(
-        self._eval_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _map(self._read(self.local_eval_split), self._eval_example,
+              num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.concatenate(self._padding(ds).repeat())
     ds = ds.take(self.eval_steps * self.local_eval_batch)
     return ds.batch(self.local_eval_batch).prefetch(tf.data.AUTOTUNE)
