@@ -1,4 +1,4 @@
-"""nas.py: a smoke search of real children (8 children, P=4, S=2, two
+"""nas.py: a smoke search of real children (6 children, P=4, S=2, two
 workers), its outputs, rerunning it, and one-line errors."""
 
 import json
@@ -12,7 +12,7 @@ from tests.search.helpers import run_nas
 
 pytestmark = pytest.mark.cost_seconds(205)
 
-SMOKE = [CHEAP_OPS, '--config.num_children=8', '--config.population_size=4',
+SMOKE = [CHEAP_OPS, '--config.num_children=6', '--config.population_size=4',
          '--config.sample_size=2']
 RECORD_FIELDS = ['id', 'parent', 'mutation', 'genotype', 'accuracy', 'params',
                  'macs', 'train_seconds', 'workdir']
@@ -32,11 +32,11 @@ def _history(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_smoke_search_trains_eight_children_and_writes_its_outputs(smoke):
+def test_smoke_search_trains_six_children_and_writes_its_outputs(smoke):
   workdir, _, done = smoke
   history = _history(workdir)
-  assert [list(r) for r in history] == [RECORD_FIELDS] * 8
-  assert sorted(r['id'] for r in history) == list(range(8))
+  assert [list(r) for r in history] == [RECORD_FIELDS] * 6
+  assert sorted(r['id'] for r in history) == list(range(6))
   initial = [r for r in history if r['id'] < 4]
   assert {r['mutation'] for r in initial} == {'random'}
   for r in history:
@@ -49,7 +49,7 @@ def test_smoke_search_trains_eight_children_and_writes_its_outputs(smoke):
       assert r['mutation'].split()[0] in ('hidden', 'op', 'identity')
       assert r['parent'] in [h['id'] for h in history[:history.index(r)]]
   progress = [l for l in done.stdout.splitlines() if l.startswith('child ')]
-  assert [l.split()[1] for l in progress] == [f'{i}/8' for i in range(1, 9)]
+  assert [l.split()[1] for l in progress] == [f'{i}/6' for i in range(1, 7)]
   with open(os.path.join(workdir, 'best.json')) as f:
     best = json.load(f)
   top = max(history, key=lambda r: r['accuracy'])
