@@ -1,9 +1,10 @@
-"""TensorFlow and tensorboardX without the packages they import only in case
-a program uses them, which no program here does: TensorFlow imports Keras
-(2-3 s at every start where Keras 3 is installed, to register its optimizers
-for SavedModel loading) and tensorboardX imports PyTorch (2-3 s where it is
-installed, to accept torch tensors). Every train.py, sweep run and search
-child starts faster without them.
+"""TensorFlow and tensorboardX without the packages they import at start-up
+for features no run uses: TensorFlow imports Keras (2-3 s where Keras 3 is
+installed, to register its optimizers for SavedModel loading, which tf.data
+input pipelines never do) and tensorboardX imports PyTorch (2-3 s where it is
+installed, to accept torch tensors; runs log floats). Every train.py, sweep
+run and search child starts faster without them; programs that use Keras or
+PyTorch themselves import them as usual.
 
   from jaxcnn.imports import tensorflow as tf
   from jaxcnn.imports import tensorboardX
