@@ -22,6 +22,8 @@ def imagenet_config(model: str, image_size: int, num_cells: int,
   config.model = model
   config.dataset = 'imagenet2012'
   config.image_size = image_size
+  # A GENOTYPES name or a genotype string, e.g. nas.py's best.json's.
+  config.model_kwargs.genotype = 'nasnet_a'
   # The model's N @ penultimate width (N, F), listed to be overridable.
   config.model_kwargs.num_cells = num_cells
   config.model_kwargs.filters = filters
