@@ -239,15 +239,12 @@ def test_the_run_step_lowers_the_detection_loss_on_a_batch(
   schedule = optim.learning_rate_schedule(config, data.steps_per_epoch)
   tx = optim.create_optimizer(config, schedule)
   variables, _ = checkpoint.load_variables(run[0])
-  variables = {'params': variables['params'],
-               'batch_stats': variables['batch_stats']}
-  state_sharding = sharding.state_shardings(
-      mesh, state_lib.create(model, tx, variables, False))
-  # Made as the run makes it (a jitted create: its step counter is a strong
-  # int32, not a weakly typed 0), so the run's compiled step is found in the
-  # session's compilation cache.
-  state = jax.jit(lambda v: state_lib.create(model, tx, v, False),
-                  out_shardings=state_sharding)(variables)
+  state = state_lib.create(model, tx, {
+      'params': variables['params'],
+      'batch_stats': variables['batch_stats']}, False)
+  state_sharding = sharding.state_shardings(mesh, state)
+  # Placed as the step returns it, so that the step compiles once.
+  state = jax.device_put(state, state_sharding)
   train_step = step_lib.make_train_step(config, task, model, schedule, mesh,
                                         state_sharding, config.num_steps)
   losses = []
